@@ -1,0 +1,3 @@
+"""siamese-matching: face verification (selfie vs ID document) as a batched gRPC service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Batching RQ workers: claim queued pairs, run them through the model together, publish."""
