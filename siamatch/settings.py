@@ -196,6 +196,16 @@ class Settings:
             "SIAMATCH_LOG_LEVEL", "--log-level", "Python logging level.", ("serve", "server", "worker")
         ),
     )
+    max_image_aspect: float = field(
+        default=10.0,
+        metadata=_setting(
+            "SIAMATCH_MAX_IMAGE_ASPECT",
+            "--max-image-aspect",
+            "Largest accepted ratio of an image's longer side to its shorter side (read from "
+            "the header; refuses strips and slivers).",
+            SERVICE,
+        ),
+    )
 
     @property
     def effective_redis_url(self) -> str:
