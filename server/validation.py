@@ -45,7 +45,7 @@ async def validate_request(request: pb.VerifyPairRequest, settings: Settings) ->
     images = {side: getattr(request, side) for side in IMAGE_SIDES}
     for side, data in images.items():
         check_size(side, data, settings.max_image_bytes)
-    limits = DecodeLimits(max_pixels=settings.max_image_pixels, min_side=settings.min_image_side)
+    limits = DecodeLimits.from_settings(settings)
     for side, data in images.items():
         try:
             await asyncio.to_thread(validate_image, data, side, limits)
