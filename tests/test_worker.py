@@ -60,6 +60,7 @@ def enqueue_pair(
     threshold: float | None = None,
     client_request_id: str = "",
     pipeline: redis.client.Pipeline | None = None,
+    max_attempts: int = SETTINGS.max_attempts,
 ) -> str:
     """Images beside the job (EX job_ttl_s), then an RQ job with JSON kwargs, as the server
     does. A None image is not written (a job whose images are gone). With `pipeline`, the
@@ -76,7 +77,7 @@ def enqueue_pair(
         JOB_FUNCTION,
         kwargs=asdict(payload),
         job_id=job_id,
-        retry=Retry(max=SETTINGS.max_attempts - 1),
+        retry=Retry(max=max_attempts - 1) if max_attempts > 1 else None,
         result_ttl=SETTINGS.result_ttl_s,
         failure_ttl=SETTINGS.result_ttl_s,
         ttl=SETTINGS.job_ttl_s,

@@ -176,6 +176,12 @@ class Batcher:
         retries_left = job.retries_left or 0
         return max(1, self.settings.max_attempts - retries_left)
 
+    def idle(self) -> None:
+        with self.connection.pipeline() as pipe:
+            self.worker.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            self.worker.heartbeat(self.claim_ttl_s, pipeline=pipe)  # hset alone would drop TTL
+            pipe.execute()
+
     # --- running ----------------------------------------------------------------------------
 
     def process(self, claims: list[Claim], model: PairModel) -> None:

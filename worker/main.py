@@ -102,7 +102,7 @@ def serve(batcher: Batcher, model: PairModel, stop: threading.Event) -> None:
             claims = batcher.claim(block_s=IDLE_POLL_S)
             if claims:
                 batcher.process(claims, model)
-                batcher.worker.set_state("idle")
+                batcher.idle()
             backoff_s = 0.5
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.error("Redis unreachable (%s); retrying in %.1f s", exc, backoff_s)
