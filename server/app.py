@@ -18,6 +18,7 @@ from protos.siamatch.v1 import face_verification_pb2_grpc as pb_grpc
 from server.jobs import JobQueue
 from server.results import ResultWaiter
 from server.servicer import FaceVerificationServicer
+from siamatch.local_redis import display_url
 from siamatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def start(settings: Settings) -> RunningServer:
     await server.start()
     for service in ("", SERVICE_NAME):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("listening on %s (redis %s)", address, settings.effective_redis_url)
+    log.info("listening on %s (redis %s)", address, display_url(settings.effective_redis_url))
     return RunningServer(server, port, address, health, servicer, waiter, jobs)
 
 

@@ -6,6 +6,7 @@ A fresh machine then needs nothing beyond the install command and the redis-serv
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import socket
 import tempfile
@@ -27,6 +28,11 @@ class RedisServerMissing(RuntimeError):
     """No Redis answers and the redis-server binary is not installed."""
 
 
+def display_url(url: str) -> str:
+    """The URL with any password masked, for logs."""
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
+
+
 def answers(url: str, timeout: float = 0.5) -> bool:
     """True when a Redis at `url` replies to PING."""
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
@@ -43,10 +49,12 @@ def ensure_redis(settings: Settings, supervisor: Supervisor) -> str:
     private redis-server started under `supervisor` (on 6379 when free, any port otherwise)."""
     if settings.redis_url:
         if not answers(settings.redis_url):
-            log.warning("Redis at %s does not answer (yet); continuing", settings.redis_url)
+            log.warning(
+                "Redis at %s does not answer (yet); continuing", display_url(settings.redis_url)
+            )
         return settings.redis_url
     if answers(settings.effective_redis_url):
-        log.info("using the Redis answering at %s", settings.effective_redis_url)
+        log.info("using the Redis answering at %s", display_url(settings.effective_redis_url))
         return settings.effective_redis_url
     return start_private_redis(supervisor)
 
