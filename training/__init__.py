@@ -1,0 +1,1 @@
+"""Training and evaluation of SiameseResNet18 (identity-disjoint from the LFW test pairs)."""
