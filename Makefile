@@ -1,0 +1,34 @@
+# The front door: `make demo` (install, then verify real photos through the real service) and
+# `make test` (install, then the whole test suite). Works in a `uv venv` or creates .venv itself.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= dev
+
+.PHONY: install install-baseline demo test lint protos clean
+
+$(PY):
+	@if command -v uv >/dev/null 2>&1; then uv venv $(VENV); else python3 -m venv $(VENV); fi
+
+install: $(PY)
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade
+	$(PY) -m pip install -e '.[$(EXTRAS)]'
+
+# dlib's face model: the peer baseline of `siamatch evaluate` and bench/ (about 100 MB).
+install-baseline:
+	$(MAKE) install EXTRAS=dev,baseline
+
+demo: install
+	$(PY) -m siamatch.demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+protos: install
+	$(PY) -m protos.generate
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find protos -name '*_pb2*.py*' -delete
