@@ -479,7 +479,11 @@ def main(args: argparse.Namespace) -> dict:
     if not methods:
         raise SystemExit("nothing to evaluate: --skip-ours with --baseline none")
 
-    runs = [run(name, pairs) for name, pairs in benchmarks.items() for _, run in methods]
+    runs = []
+    for name, pairs in benchmarks.items():
+        for _, method_run in methods:
+            runs.append(method_run(name, pairs))
+            print(format_table(runs[-1:]), flush=True)  # each result as soon as it exists
     meta = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),

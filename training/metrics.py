@@ -50,7 +50,7 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = _rejecting_failures(s)
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # ties move together
+    last_of_run = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]  # ties move together
     tp = np.cumsum(y)[last_of_run]
     fp = np.cumsum(~y)[last_of_run]
     tar = np.r_[0.0, tp / positives]
