@@ -59,7 +59,7 @@ class PairModel:
         loaded = load_default_or(settings.checkpoint)
         preprocessor = Preprocessor(
             config=loaded.preprocess,
-            limits=DecodeLimits(settings.max_image_pixels, settings.min_image_side),
+            limits=DecodeLimits.from_settings(settings),
             detector_score=settings.detector_score,
         )
         return cls(loaded, PairScorer(loaded, device=settings.device), preprocessor)
