@@ -10,12 +10,13 @@ import time
 import pytest
 import redis
 from rq.job import Job, JobStatus
+from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from siamatch.settings import Settings
 from tests.test_worker import enqueue_pair
 from worker.batcher import Batcher, new_worker
-from worker.contract import DONE_CHANNEL, Failure, Outcome, result_key
+from worker.contract import DONE_CHANNEL, JOB_FUNCTION, QUEUE_NAME, Failure, Outcome, result_key
 from worker.heartbeat import reap
 from worker.pairs import Pair, failure_outcome
 
@@ -156,3 +157,18 @@ def _bounded():
     started = time.monotonic()
     yield
     assert time.monotonic() - started < 60
+
+
+def test_a_pickled_job_is_failed_unread(redis_conn):
+    """Only JSON jobs run: a pickle (code execution if loaded) fails without being loaded."""
+    job = Queue(QUEUE_NAME, connection=redis_conn).enqueue_call(  # RQ's default: pickle
+        JOB_FUNCTION, kwargs={"threshold": None}
+    )
+    batcher = batcher_for(redis_conn)
+
+    assert batcher.claim(block_s=1) == []
+
+    outcome = Outcome.from_json(redis_conn.get(result_key(job.id)))
+    assert outcome.failure.reason == "PROCESSING_ERROR"
+    assert status(redis_conn, job.id) == JobStatus.FAILED
+    assert not batcher.held

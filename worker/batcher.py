@@ -40,6 +40,7 @@ from worker.contract import (
     IMAGE_SIDES,
     QUEUE_NAME,
     Failure,
+    JobPayload,
     Outcome,
     image_key,
     result_key,
@@ -134,8 +135,19 @@ class Batcher:
         claims = []
         for index, (job, execution) in enumerate(zip(runnable, executions, strict=True)):
             selfie, id_document = images[2 * index], images[2 * index + 1]
-            pair = Pair(job.id, payload_of(job.kwargs), selfie, id_document, claimed_at)
-            claims.append(Claim(job, execution, pair))
+            try:
+                payload = payload_of(job.kwargs)
+            except Exception:  # noqa: BLE001 - not our JSON (a pickle, a foreign job): fail it
+                log.exception("job %s has unreadable kwargs", job.id)
+                job.retries_left = 0  # reading it again cannot succeed
+                self.fail(
+                    Claim(job, execution, Pair(job.id, JobPayload(), None, None)),
+                    traceback.format_exc(),
+                )
+                continue
+            claims.append(
+                Claim(job, execution, Pair(job.id, payload, selfie, id_document, claimed_at))
+            )
             log.debug("claimed job %s (attempt %d)", job.id, self._attempt(job))
         return claims
 
