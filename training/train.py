@@ -59,6 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="dlib teacher embeddings (.npz from python -m training.teacher)")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--max-steps-per-epoch", type=int, default=0, help="0: a full epoch")
+    p.add_argument("--time-budget-min", type=float, default=0.0,
+                   help="train for this many minutes instead of --epochs: the learning-rate "
+                        "schedule follows elapsed time, so a busy CPU still ends annealed")
     p.add_argument("--p", type=int, default=24, help="identities per batch")
     p.add_argument("--k", type=int, default=4, help="images per identity in a batch")
     p.add_argument("--extra", type=int, default=32, help="random extra images per batch")
@@ -106,7 +109,8 @@ def load_teacher(path: Path | None, crops: CropSet) -> tuple[torch.Tensor, torch
 
 
 def train_one_epoch(
-    model: SiameseResNet18, cosface: CosFace, optimizer: torch.optim.Optimizer, schedule,
+    model: SiameseResNet18, cosface: CosFace, optimizer: torch.optim.Optimizer,
+    progress: Progress, warmup: float,
     crops: CropSet, teacher: torch.Tensor, has_teacher: torch.Tensor, sampler: PKSampler,
     args: argparse.Namespace, epoch: int, device: torch.device, preprocess, step0: int,
 ) -> EpochStats:
@@ -120,8 +124,11 @@ def train_one_epoch(
     images = 0
     bar = tqdm(zip(range(steps), sampler.batches()), total=steps, desc=f"epoch {epoch}",
                unit="batch")
+    lr, done_steps = 0.0, 0
     for step, index in bar:
-        lr = schedule(step0 + step)
+        if progress.done:
+            break
+        lr = cosine_lr(args.lr, progress(step0 + step), warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = crops_to_tensor([augment(crops.crops[i], rng) for i in index], preprocess)
@@ -142,6 +149,7 @@ def train_one_epoch(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         images += len(index)
+        done_steps += 1
         totals["loss"] += loss.item()
         totals["cosface"] += l_cos.item()
         totals["pair"] += l_pair.item()
@@ -153,7 +161,7 @@ def train_one_epoch(
                         pair_acc=f"{totals['correct'] / max(1, totals['pairs']):.3f}",
                         lr=f"{lr:.2e}")
     seconds = time.monotonic() - start
-    n = max(1, steps)
+    n = max(1, done_steps)
     return EpochStats(
         epoch=epoch, loss=totals["loss"] / n, cosface=totals["cosface"] / n,
         pair=totals["pair"] / n, distill=totals["distill"] / n,
@@ -181,13 +189,33 @@ def evaluate(model: SiameseResNet18, pairs: ValidationPairs, device: torch.devic
     return validation_metrics(torch.cat(scores).numpy(), pairs.same)
 
 
-def cosine_schedule(base_lr: float, total_steps: int, warmup_steps: int):
-    def lr_at(step: int) -> float:
-        if step < warmup_steps:
-            return base_lr * (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return lr_at
+def cosine_lr(base_lr: float, progress: float, warmup: float) -> float:
+    """Linear warm-up over the first `warmup` fraction, then cosine decay to 0 at progress 1."""
+    if progress < warmup:
+        return base_lr * max(progress, 1e-3) / warmup
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+class Progress:
+    """Training progress in [0, 1]: by steps, or by wall-clock time against a budget."""
+
+    def __init__(self, total_steps: int, budget_s: float, elapsed_s: float = 0.0) -> None:
+        self.total_steps, self.budget_s = total_steps, budget_s
+        self.elapsed_before = elapsed_s
+        self.started = time.monotonic()
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def __call__(self, step: int) -> float:
+        if self.budget_s > 0:
+            return min(1.0, self.elapsed_s / self.budget_s)
+        return min(1.0, step / max(1, self.total_steps))
+
+    @property
+    def done(self) -> bool:
+        return self.budget_s > 0 and self.elapsed_s >= self.budget_s
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -220,9 +248,9 @@ def main(args: argparse.Namespace) -> Path:
     sampler = PKSampler(train_crops.labels, args.p, args.k, args.extra, args.seed)
     steps_per_epoch = len(sampler) if not args.max_steps_per_epoch else min(
         len(sampler), args.max_steps_per_epoch)
-    schedule = cosine_schedule(args.lr, args.epochs * steps_per_epoch,
-                               int(args.warmup_epochs * steps_per_epoch))
-    start_epoch, history, best = 0, [], None
+    if args.time_budget_min > 0:
+        args.epochs = 10_000  # the budget ends training
+    start_epoch, history, best, elapsed = 0, [], None, 0.0
     last = out / "last.pt"
     if args.resume and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=True)
@@ -230,14 +258,21 @@ def main(args: argparse.Namespace) -> Path:
         cosface.load_state_dict(state["cosface"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
+        elapsed = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
         sampler.rng = np.random.default_rng(args.seed + start_epoch)
         log.info("resumed from %s at epoch %d", last, start_epoch)
+    progress = Progress(args.epochs * steps_per_epoch, args.time_budget_min * 60, elapsed)
+    # warm-up as a fraction of training: --warmup-epochs of the planned epochs, or ~5% of a budget
+    warmup = (0.05 if args.time_budget_min > 0
+              else min(0.5, args.warmup_epochs / max(1, args.epochs)))
     preprocess = preprocessor.config
     for epoch in range(start_epoch, args.epochs):
         if args.teacher is not None and args.teacher.is_file():  # it may still be growing
             teacher, has_teacher = load_teacher(None, train_crops)
-        stats = train_one_epoch(model, cosface, optimizer, schedule, train_crops, teacher,
+        if progress.done:
+            break
+        stats = train_one_epoch(model, cosface, optimizer, progress, warmup, train_crops, teacher,
                                 has_teacher, sampler, args, epoch, device, preprocess,
                                 epoch * steps_per_epoch)
         metrics = evaluate(model, val_pairs, device, preprocess)
@@ -262,7 +297,8 @@ def main(args: argparse.Namespace) -> Path:
             model.to(device)
         torch.save({"model": model.state_dict(), "cosface": cosface.state_dict(),
                     "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                    "best": best, "torch_rng": torch.get_rng_state()}, out / "last.tmp")
+                    "best": best, "torch_rng": torch.get_rng_state(),
+                    "elapsed_s": progress.elapsed_s}, out / "last.tmp")
         (out / "last.tmp").replace(last)
     return out / "best.pt"
 
