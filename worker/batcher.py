@@ -272,6 +272,11 @@ class Batcher:
     def _release(self, claim: Claim) -> None:
         self.release([claim])
 
+    def release_all(self) -> None:
+        """Between batches nothing is held; after a failed batch this lets its claims expire."""
+        with self.lock:
+            self.held.clear()
+
     def release(self, claims: list[Claim]) -> None:
         """Stop heartbeating these claims: finished ones, or ones a failure left behind (their
         registry entries then expire and the reaper re-queues them)."""

@@ -97,7 +97,6 @@ def serve(batcher: Batcher, model: PairModel, stop: threading.Event) -> None:
     (worker/heartbeat.py) re-queues them."""
     backoff_s = 0.5
     while not stop.is_set():
-        claims = []
         try:
             claims = batcher.claim(block_s=IDLE_POLL_S)
             if claims:
@@ -110,8 +109,9 @@ def serve(batcher: Batcher, model: PairModel, stop: threading.Event) -> None:
             backoff_s = min(backoff_s * 2, 10.0)
         except Exception:  # noqa: BLE001 - a bug in one batch must not stop the service
             log.exception("batch bookkeeping failed; its unfinished jobs will be retried")
+            stop.wait(backoff_s)
         finally:
-            batcher.release(claims)
+            batcher.release_all()
 
 
 def main(argv: list[str] | None = None) -> int:
