@@ -80,6 +80,16 @@ class FaceVerificationClient:
                 return reply
             time.sleep(interval)
 
+    def health(self, service: str = "", timeout: float | None = None) -> str:
+        """The standard gRPC health status name: SERVING, NOT_SERVING, UNKNOWN, ..."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        reply = stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
     def close(self) -> None:
         self._channel.close()
 

@@ -212,6 +212,45 @@ def run_result(args: argparse.Namespace) -> int:
     return _print_outcome(reply, args.json)
 
 
+def add_health_arguments(parser: argparse.ArgumentParser) -> None:
+    Settings.add_arguments(parser, "client")
+    parser.add_argument("--timeout", type=float, default=3.0, help="Call deadline in seconds.")
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """The standard gRPC health check (for compose/Kubernetes probes): exit 0 when SERVING."""
+    import grpc
+
+    from server.client import FaceVerificationClient
+
+    with FaceVerificationClient(Settings.from_args(args).address) as client:
+        try:
+            status = client.health(timeout=args.timeout)
+        except grpc.RpcError as exc:
+            return _rpc_error(exc)
+    print(status)
+    return EXIT_OK if status == "SERVING" else EXIT_RPC_ERROR
+
+
+def run_worker_health(args: argparse.Namespace) -> int:
+    """Exit 0 when a worker of this host holds a live registration (its heartbeat renews it)."""
+    import socket
+
+    import redis
+    from rq.worker import Worker
+
+    settings = Settings.from_args(args)
+    prefix = f"siamatch-{socket.gethostname()}-"
+    try:
+        connection = redis.Redis.from_url(settings.effective_redis_url, socket_timeout=3)
+        live = [w.name for w in Worker.all(connection=connection) if w.name.startswith(prefix)]
+    except redis.RedisError as exc:
+        print(f"error: Redis unreachable: {exc}", file=sys.stderr)
+        return EXIT_RPC_ERROR
+    print("\n".join(live) if live else f"no live worker named {prefix}*")
+    return EXIT_OK if live else EXIT_RPC_ERROR
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -332,7 +371,27 @@ COMMANDS: dict[str, Command] = {
         configure=add_result_arguments,
         epilog=CLIENT_EXITS,
     ),
+    "health": Command(
+        "gRPC health check of a server; exit 0 when SERVING (for container probes).",
+        run_health,
+        configure=add_health_arguments,
+    ),
+    "worker-health": Command(
+        "Exit 0 when a worker on this host is alive (for container probes).",
+        run_worker_health,
+        configure=lambda p: Settings.add_arguments(p, "worker"),
+    ),
     # Modules with torchvision-style get_args_parser()/main(args) join in two lines:
+    "train": Command(
+        "Train SiameseResNet18 on a folder of face photos (one sub-folder per person).",
+        call("training.train", "main"),
+        parents=parents_of("training.train"),
+    ),
+    "make-idcard-benchmark": Command(
+        "Render the selfie-vs-ID benchmark from an LFW pair list and DocXPand templates.",
+        call("training.idcard", "main"),
+        parents=parents_of("training.idcard"),
+    ),
     "evaluate": Command(
         "Evaluate our model (and the dlib baseline) on pair lists.",
         call("training.evaluate", "main"),

@@ -265,3 +265,23 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
         return _type_of(f)(raw)
     except ValueError as exc:
         raise ValueError(f"{f.metadata['env']}={raw!r} is not a valid {f.type}") from exc
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from the declarations above."""
+    rows = [
+        "| Env var | Flag | Default | Used by | Meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for f in Settings.fields():
+        meta = f.metadata
+        default = f.default if f.default != "" else "(empty)"
+        rows.append(
+            f"| `{meta['env']}` | `{meta['flag']}` | `{default}` | {', '.join(meta['roles'])} "
+            f"| {meta['help']} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -46,9 +46,9 @@ class EpochStats:
     images_per_s: float
 
 
-def get_args_parser() -> argparse.ArgumentParser:
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lfw"
-    p = argparse.ArgumentParser(description="Train SiameseResNet18", add_help=True)
+    p = argparse.ArgumentParser(description="Train SiameseResNet18", add_help=add_help)
     p.add_argument("--data", type=Path, default=shared / "lfw-deepfunneled",
                    help="folder with one sub-folder of face photos per person")
     p.add_argument("--exclude-pairs", type=Path, nargs="*", default=[shared / "pairsDevTest.txt"],
