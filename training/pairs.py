@@ -10,6 +10,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+TSV_LABEL_HEADERS = ("same", "label", "is_same")  # a first row naming its columns is skipped
+
 
 class PairListError(ValueError):
     """A pair list is malformed or names an image that does not exist."""
@@ -113,7 +115,7 @@ def read_tsv_pairs(path: Path) -> list[Pair]:
             if not row or (len(row) == 1 and not row[0].strip()) or row[0].startswith("#"):
                 continue
             if len(row) != 3 or row[2].strip() not in ("0", "1"):
-                if number == 1 and len(row) == 3:  # a column header such as path_a/path_b/same
+                if number == 1 and len(row) == 3 and row[2].strip().lower() in TSV_LABEL_HEADERS:
                     continue
                 raise PairListError(f"{path}:{number}: expected path<TAB>path<TAB>0|1, got {row}")
             a, b = (Path(p) if Path(p).is_absolute() else base / p for p in row[:2])
