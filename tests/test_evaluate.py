@@ -231,3 +231,39 @@ def test_parser_is_reusable_as_a_subcommand() -> None:
     sub.add_parser("evaluate", parents=[evaluate.get_args_parser(add_help=False)])
     args = parent.parse_args(["evaluate", "--pairs", "x.tsv", "--via-service", "localhost:1"])
     assert args.via_service == "localhost:1" and args.pairs == ["x.tsv"]
+
+
+def test_via_service_gives_the_in_process_scores(redis_url: str, tmp_path: Path) -> None:
+    """A real server and worker process: `--via-service` must reproduce the in-process scores
+    (the model is deterministic) and report the same failures."""
+    import torch
+
+    from server.client import FaceVerificationClient
+    from tests.service_harness import ServerThread, running_workers, service_settings
+
+    torch.set_num_threads(1)
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(blank)
+    tsv = write(
+        tmp_path / "pairs.tsv",
+        f"{FIXTURES / 'Colin_Powell_0001.jpg'}\t{FIXTURES / 'Colin_Powell_0002.jpg'}\t1\n"
+        f"{FIXTURES / 'George_W_Bush_0001.jpg'}\t{FIXTURES / 'Tony_Blair_0001.jpg'}\t0\n"
+        f"{FIXTURES / 'Serena_Williams_0001.jpg'}\t{blank}\t0\n",
+    )
+    pairs = read_pairs(tsv)
+    local = evaluate.InProcessScorer(None, "cpu", 16, 0.7).run("fixtures", pairs)
+
+    settings = service_settings(redis_url.rsplit("/", 1)[0] + "/6", workers=1)
+    with running_workers(settings, 1), ServerThread(settings) as server:
+        with FaceVerificationClient(server.address) as client:  # wait for the model to load
+            warm_up = [
+                (FIXTURES / n).read_bytes()
+                for n in ("Colin_Powell_0001.jpg", "Tony_Blair_0001.jpg")
+            ]
+            client.verify(*warm_up, timeout=180)
+        remote = evaluate.ServiceScorer(server.address, 4, 60.0, 8 << 20).run("fixtures", pairs)
+
+    np.testing.assert_allclose(remote.scores, local.scores, rtol=0, atol=1e-5, equal_nan=True)
+    assert remote.failures == local.failures == {"NO_FACE": 1}
+    assert remote.threshold == pytest.approx(local.threshold)
+    assert remote.details["model_version"] == local.details["model_version"]

@@ -153,36 +153,26 @@ class ServiceScorer:
         import grpc
 
         from protos.siamatch.v1 import face_verification_pb2 as pb
-        from protos.siamatch.v1 import face_verification_pb2_grpc as pb_grpc
+        from server.client import FaceVerificationClient
 
-        options = [
-            ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.max_receive_message_length", self.max_message_bytes),
-        ]
         run = _new_run("ours", benchmark, pairs, float("nan"), "similarity score")
         versions: set[tuple[str, bool, float]] = set()
-
-        with grpc.insecure_channel(self.address, options=options) as channel:
-            stub = pb_grpc.FaceVerificationStub(channel)
+        with FaceVerificationClient(
+            self.address, self.max_message_bytes, timeout=self.timeout_s
+        ) as client:
 
             def verify(pair: Pair):
-                request = pb.VerifyPairRequest(
-                    selfie=pair.path_a.read_bytes(), id_document=pair.path_b.read_bytes()
-                )
                 try:
-                    return stub.Verify(request, timeout=self.timeout_s)
+                    return client.verify(pair.path_a.read_bytes(), pair.path_b.read_bytes())
                 except grpc.RpcError as exc:
                     return exc
 
             start = time.perf_counter()
             with ThreadPoolExecutor(self.concurrency) as pool:
+                replies = pool.map(verify, pairs)
+                desc = f"ours via {self.address} / {benchmark}"
                 for index, reply in enumerate(
-                    tqdm(
-                        pool.map(verify, pairs),
-                        total=len(pairs),
-                        desc=f"ours via {self.address} / {benchmark}",
-                        unit="pair",
-                    )
+                    tqdm(replies, total=len(pairs), desc=desc, unit="pair")
                 ):
                     pair = pairs[index]
                     if isinstance(reply, grpc.RpcError):
