@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from protos.siamatch.v1 import face_verification_pb2 as pb
 from protos.siamatch.v1 import face_verification_pb2_grpc as pb_grpc
 from server.jobs import JobQueue
+from server.metrics import ServerMetrics
 from server.results import ResultWaiter
 from server.servicer import FaceVerificationServicer
 from siamatch.local_redis import display_url
@@ -40,6 +41,7 @@ class RunningServer:
     servicer: FaceVerificationServicer
     waiter: ResultWaiter
     jobs: JobQueue
+    metrics: ServerMetrics | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`
@@ -49,6 +51,8 @@ class RunningServer:
         await self.servicer.close()
         await self.waiter.close()
         self.jobs.close()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("server on %s stopped", self.address)
 
 
@@ -59,14 +63,18 @@ async def start(settings: Settings) -> RunningServer:
     RPC answers UNAVAILABLE while Redis is down.
     """
     limit = settings.grpc_max_message_bytes
+    jobs = JobQueue(settings)
+    waiter = ResultWaiter(settings.effective_redis_url)
+    metrics = None
+    if settings.metrics_port:
+        metrics = ServerMetrics(jobs.connection, jobs.queue.key, lambda: waiter.waiting)
     server = grpc.aio.server(
+        interceptors=[metrics.interceptor] if metrics is not None else None,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
-    jobs = JobQueue(settings)
-    waiter = ResultWaiter(settings.effective_redis_url)
     servicer = FaceVerificationServicer(settings, jobs, waiter)
     pb_grpc.add_FaceVerificationServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()
@@ -84,10 +92,12 @@ async def start(settings: Settings) -> RunningServer:
     address = f"{host}:{port}"
     waiter.start()
     await server.start()
+    if metrics is not None:
+        metrics.serve(host, settings.metrics_port)
     for service in ("", SERVICE_NAME):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("listening on %s (redis %s)", address, display_url(settings.effective_redis_url))
-    return RunningServer(server, port, address, health, servicer, waiter, jobs)
+    return RunningServer(server, port, address, health, servicer, waiter, jobs, metrics)
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:

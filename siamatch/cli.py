@@ -108,8 +108,10 @@ def run_serve(args: argparse.Namespace) -> int:
         except RedisServerMissing as exc:
             log.error("%s", exc)
             return EXIT_RPC_ERROR
-        worker_env = settings.to_env()
         for index in range(settings.workers):
+            worker_env = settings.to_env()
+            if settings.metrics_port:  # the server has metrics_port; worker i gets port+1+i
+                worker_env["SIAMATCH_METRICS_PORT"] = str(settings.metrics_port + 1 + index)
             supervisor.start(
                 f"worker-{index}", [sys.executable, "-m", "worker.main"], worker_env, restart=True
             )

@@ -186,7 +186,8 @@ class Settings:
         metadata=_setting(
             "SIAMATCH_METRICS_PORT",
             "--metrics-port",
-            "Port for Prometheus /metrics (server; workers use port+1+index); 0: off.",
+            "Port for Prometheus /metrics, on the host of the gRPC address; 0: off. `serve` "
+            "gives its workers port+1+index.",
             ("serve", "server", "worker"),
         ),
     )

@@ -45,6 +45,7 @@ from worker.contract import (
     image_key,
     result_key,
 )
+from worker.metrics import WorkerMetrics
 from worker.pairs import Pair, PairModel, failure_outcome, payload_of
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,12 @@ class Batcher:
     worker/heartbeat.py puts those back.
     """
 
-    def __init__(self, worker: BatchWorker, settings: Settings) -> None:
+    def __init__(
+        self, worker: BatchWorker, settings: Settings, metrics: WorkerMetrics | None = None
+    ) -> None:
         self.worker = worker
         self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
         self.connection: redis.Redis = worker.connection
         self.queue: Queue = worker.queues[0]
         self.claim_ttl_s = claim_ttl_s(settings)
@@ -205,12 +209,16 @@ class Batcher:
         except Exception:  # noqa: BLE001 - the worker must outlive any model error
             exc_string = traceback.format_exc()
             log.exception("batch of %d failed", len(claims))
+            self.metrics.batch_errors.inc()
             if len(claims) == 1:
                 self.fail(claims[0], exc_string)
             else:
                 for claim in claims:
                     self.process([claim], model)
             return
+        self.metrics.observe_batch(
+            outcomes, [max(0.0, c.pair.claimed_at - c.pair.payload.enqueued_at) for c in claims]
+        )
         for claim, outcome in zip(claims, outcomes, strict=True):
             self.finish(claim, outcome)
 
@@ -246,6 +254,7 @@ class Batcher:
                 job, self.queue, self.queue.started_job_registry, claim.execution
             )
         self.connection.publish(DONE_CHANNEL, job.id)
+        self.metrics.observe_end(outcome)
 
     def fail(self, claim: Claim, exc_string: str) -> None:
         """An unexpected error: RQ re-queues the job if it has retries left; otherwise the
@@ -255,12 +264,13 @@ class Batcher:
         job.ended_at = now()
         if job.should_retry:
             log.warning("job %s failed on attempt %d; retrying", job.id, self._attempt(job))
+            self.metrics.retries.inc()
             self.worker.handle_job_failure(
                 job, self.queue, exc_string=exc_string, execution=claim.execution
             )
             return
         message = f"processing failed after {self._attempt(job)} attempt(s)"
-        self._store(
+        outcome = self._store(
             job.id,
             failure_outcome(job.id, claim.pair.payload, Failure("PROCESSING_ERROR", "", message)),
         )
@@ -268,6 +278,7 @@ class Batcher:
             job, self.queue, exc_string=exc_string, execution=claim.execution
         )
         self.connection.publish(DONE_CHANNEL, job.id)
+        self.metrics.observe_end(outcome)
 
     def _release(self, claim: Claim) -> None:
         self.release([claim])

@@ -20,6 +20,7 @@ import redis
 from siamatch.settings import Settings
 from worker.batcher import Batcher, new_worker
 from worker.heartbeat import Heartbeat
+from worker.metrics import WorkerMetrics
 from worker.pairs import PairModel
 
 log = logging.getLogger("worker")
@@ -66,9 +67,13 @@ def run(settings: Settings) -> None:
         threads,
     )
 
+    metrics = WorkerMetrics()
+    if settings.metrics_port:
+        # Same host as the gRPC address: `serve` gives each of its workers its own port.
+        metrics.serve(settings.address.rsplit(":", 1)[0], settings.metrics_port)
     connection = redis.Redis.from_url(settings.effective_redis_url)
     worker = new_worker(connection)
-    batcher = Batcher(worker, settings)
+    batcher = Batcher(worker, settings, metrics)
     worker.register_birth()
     worker.heartbeat(batcher.claim_ttl_s)
     heartbeat = Heartbeat(batcher, settings)
@@ -84,6 +89,7 @@ def run(settings: Settings) -> None:
         serve(batcher, model, stop)
     finally:
         heartbeat.stop()
+        metrics.close()
         try:
             worker.register_death()
         except redis.RedisError:
