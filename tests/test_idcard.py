@@ -24,7 +24,7 @@ TEMPLATE = FIXTURES / "id_card_td1_a_front.png"
 @pytest.fixture(scope="module")
 def template() -> idcard.Template:
     cv2.setNumThreads(1)
-    return idcard.load_template(TEMPLATE, FaceDetector())
+    return idcard.load_template(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_template_without_a_face_is_refused(tmp_path: Path) -> None:
     blank = tmp_path / "front.png"
     Image.new("RGBA", (1000, 630), (200, 210, 220, 255)).save(blank)
     with pytest.raises(idcard.TemplateError, match="no placeholder portrait"):
-        idcard.load_template(blank, FaceDetector())
+        idcard.load_template(blank)
 
 
 def test_placed_face_lands_on_the_placeholder_and_stays_in_the_slot(

@@ -33,6 +33,7 @@ LFW_MEDIAN_LANDMARKS = np.array(
 )
 PORTRAIT_STYLES = ("colour", "grey", "faded")
 PORTRAIT_STYLE_WEIGHTS = (0.6, 0.25, 0.15)
+TEMPLATE_DETECTOR_SCORE = 0.5
 GHOST_AREA_RATIO = 0.5  # a second template face smaller than this (by area) is a ghost portrait
 
 
@@ -50,13 +51,14 @@ class Template:
 
 
 def _edge(scores: np.ndarray, lo: int, hi: int, face_side: int, min_score: float = 0.8):
-    """The straight edge nearest the face among strong ones (fraction of pixels on the line
-    with a strong gradient); None when there is no clear edge."""
+    """The straight edge nearest the face among the strongest ones (score: fraction of pixels
+    on the line with a strong gradient; textures score lower than a printed frame's edge);
+    None when there is no clear edge."""
     lo, hi = max(lo, 0), min(hi, scores.size)
     if hi <= lo:
         return None
     segment = scores[lo:hi]
-    strong = np.flatnonzero(segment >= min_score)
+    strong = np.flatnonzero(segment >= max(min_score, 0.95 * segment.max()))
     if strong.size:
         nearest = strong[np.argmin(np.abs(lo + strong - face_side))]
         return int(lo + nearest)
@@ -74,9 +76,11 @@ def find_portrait_slot(rgb: np.ndarray, box: tuple[float, float, float, float]):
     x, y, w, h = box
     x0, y0, x1, y1 = int(x), int(y), int(x + w), int(y + h)
     columns = gx[max(y0, 0) : min(y1, h_img)].mean(axis=0)
-    rows = gy[:, max(x0, 0) : min(x1, w_img)].mean(axis=1)
     left = _edge(columns, int(x0 - 0.9 * w), x0, x0)
     right = _edge(columns, x1 + 1, int(x1 + 0.9 * w), x1)
+    # top and bottom edges must span the slot's width, not just the face's (hair lines don't)
+    span = (left if left is not None else x0, (right + 1) if right is not None else x1)
+    rows = gy[:, max(span[0] + 2, 0) : min(span[1] - 2, w_img)].mean(axis=1)
     top = _edge(rows, int(y0 - 0.6 * h), y0, y0)
     bottom = _edge(rows, y1 + 1, int(y1 + 0.9 * h), y1)
     return (
@@ -87,9 +91,12 @@ def find_portrait_slot(rgb: np.ndarray, box: tuple[float, float, float, float]):
     )
 
 
-def load_template(path: Path, detector: FaceDetector) -> Template:
+def load_template(path: Path, detector: FaceDetector | None = None) -> Template:
     """`path`: a DocXPand front.png (RGBA). The largest face is the portrait; smaller ones are
-    ghost portraits, which get the same person too (a real card never shows two people)."""
+    ghost portraits, which get the same person too (a real card never shows two people).
+    The default detector's threshold (0.5) is below serving's so that faint, halftone ghost
+    portraits are found as well."""
+    detector = detector or FaceDetector(score_threshold=TEMPLATE_DETECTOR_SCORE)
     with Image.open(path) as image:
         card = np.asarray(image.convert("RGBA")).copy()
     rgb = np.ascontiguousarray(card[:, :, :3])
@@ -130,6 +137,21 @@ def _style_portrait(rgb: np.ndarray, style: str, rng: np.random.Generator) -> np
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def fill_black_borders(rgb: np.ndarray) -> np.ndarray:
+    """Inpaint the black margins LFW deep-funneled photos carry (most have some, left by the
+    funnelling warp), so they do not show up as black bars in the portrait."""
+    dark = (rgb.max(axis=2) < 12).astype(np.uint8)
+    count, components = cv2.connectedComponents(dark, connectivity=4)
+    if count <= 1:
+        return rgb
+    edge = np.unique(np.r_[components[0], components[-1], components[:, 0], components[:, -1]])
+    mask = np.isin(components, edge[edge > 0]).astype(np.uint8)
+    if not mask.any():
+        return rgb
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
+    return cv2.inpaint(np.ascontiguousarray(rgb), mask, 5, cv2.INPAINT_TELEA)
+
+
 def place_face(
     template: Template,
     face: np.ndarray,
@@ -141,6 +163,7 @@ def place_face(
     pasted inside the portrait rectangle; ghost portraits get a faded grey copy."""
     card = template.card.copy()
     h, w = card.shape[:2]
+    face = fill_black_borders(face)
     warped = cv2.warpAffine(
         face,
         _similarity(landmarks, template.landmarks),
@@ -427,8 +450,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.limit:
         same = [i for i in indices if pairs[i].same][: args.limit]
         indices = same + [i for i in indices if not pairs[i].same][: args.limit]
-    detector = FaceDetector()
-    templates = [load_template(path, detector) for path in list_templates(args.templates)]
+    templates = [load_template(path) for path in list_templates(args.templates)]
     manifest = build_benchmark(
         [pairs[i] for i in indices], templates, args.out, args.seed, args.check_detection, indices
     )
