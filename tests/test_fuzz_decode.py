@@ -212,13 +212,17 @@ def test_mutated_images_raise_only_image_error(
     TALLY["decode cases"] += 1
     try:
         validate_image(data, "fuzzed", LIMITS)
-        TALLY["passed validate"] += 1
+        valid = True
     except ImageError:
-        TALLY["refused by validate"] += 1
+        valid = False
+    TALLY["passed validate" if valid else "refused by validate"] += 1
     try:
         pixels = decode_rgb(data, "fuzzed", LIMITS, max_side=max_side)
     except ImageError:
         TALLY["refused by decode"] += 1
+        # Reaches the caller as an UNDECODABLE_IMAGE result from the worker, not at the edge.
+        if valid:
+            TALLY[f"passed validate, refused by decode ({seed.split()[0]})"] += 1
         return
     TALLY["decoded"] += 1
     assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
