@@ -26,7 +26,14 @@ from model.preprocess import Preprocessor, crops_to_tensor
 from model.siamese import SiameseResNet18
 from training.augment import augment
 from training.curves import plot_history
-from training.data import CropSet, PKSampler, build_crops, split_identities
+from training.data import (
+    CropSet,
+    PKSampler,
+    build_crops,
+    load_packed,
+    pack_crops,
+    split_identities,
+)
 from training.losses import CosFace, mine_pairs, pair_loss, similarity_distillation
 from training.validation import ValidationPairs, validation_metrics
 
@@ -55,6 +62,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="pair lists whose identities are never trained or validated on")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoints, logs, plots")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="aligned-crop cache")
+    p.add_argument("--packed", type=Path, default=None,
+                   help="read both splits' crops from a pack made with --pack-to (no photos needed: "
+                        "how training data travels to a lent GPU machine)")
+    p.add_argument("--pack-to", type=Path, default=None,
+                   help="write the aligned crops of both splits to this .npz and exit")
     p.add_argument("--teacher", type=Path, default=None,
                    help="dlib teacher embeddings (.npz from python -m training.teacher)")
     p.add_argument("--epochs", type=int, default=30)
@@ -227,13 +239,20 @@ def main(args: argparse.Namespace) -> Path:
                           else ("cpu" if args.device == "auto" else args.device))
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    split = split_identities(args.data, args.exclude_pairs, args.val_fraction, args.seed)
-    log.info("identities: %d train, %d val, %d excluded (test)", len(split.train), len(split.val),
-             len(split.excluded))
-    assert not (set(split.train) | set(split.val)) & split.excluded, "test identity leaked"
     preprocessor = Preprocessor()
-    train_crops = build_crops(split.train, args.data, args.cache_dir, preprocessor, "train")
-    val_crops = build_crops(split.val, args.data, args.cache_dir, preprocessor, "val")
+    if args.packed:
+        train_crops, val_crops = load_packed(args.packed)
+    else:
+        split = split_identities(args.data, args.exclude_pairs, args.val_fraction, args.seed)
+        log.info("identities: %d train, %d val, %d excluded (test)", len(split.train),
+                 len(split.val), len(split.excluded))
+        assert not (set(split.train) | set(split.val)) & split.excluded, "test identity leaked"
+        train_crops = build_crops(split.train, args.data, args.cache_dir, preprocessor, "train")
+        val_crops = build_crops(split.val, args.data, args.cache_dir, preprocessor, "val")
+        if args.pack_to:
+            pack_crops(train_crops, val_crops, args.pack_to)
+            log.info("packed crops to %s", args.pack_to)
+            return args.pack_to
     log.info("aligned crops: %d train (%d no face), %d val (%d no face)", len(train_crops),
              len(train_crops.failures), len(val_crops), len(val_crops.failures))
     val_pairs = ValidationPairs.from_crops(val_crops, seed=args.seed)
