@@ -6,13 +6,13 @@ so a score means the same thing wherever it is computed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from model.align import align_face
-from model.decode import DecodeLimits, decode_rgb
+from model.decode import DecodeLimits, decode_rgb, read_header
 from model.detect import DetectedFace, FaceDetector
 from model.errors import NoFaceFound
 
@@ -68,9 +68,16 @@ class Preprocessor:
         return self._detector
 
     def from_bytes(self, data: bytes, image: str) -> AlignedFace:
-        """Raises UndecodableImage or NoFaceFound naming `image`."""
+        """Raises UndecodableImage or NoFaceFound naming `image`. The reported box is in the
+        pixels of the image as sent (upright), even when it was decoded at reduced size."""
+        header = read_header(data, image, self.limits)
         rgb = decode_rgb(data, image, self.limits, max_side=DECODE_MAX_SIDE)
-        return self.from_rgb(rgb, image)
+        aligned = self.from_rgb(rgb, image)
+        scale = max(header.width, header.height) / max(rgb.shape[:2])
+        if scale == 1.0:
+            return aligned
+        box = tuple(v * scale for v in aligned.detection.box)
+        return replace(aligned, detection=replace(aligned.detection, box=box))
 
     def from_rgb(self, rgb: np.ndarray, image: str) -> AlignedFace:
         found = self.detector.detect(rgb)
