@@ -1,4 +1,4 @@
-"""Generates the gRPC stubs from protos/ whenever the package is built or installed (editable too)."""
+"""Generates the gRPC stubs from protos/ whenever the package is built or installed."""
 
 import sys
 from pathlib import Path

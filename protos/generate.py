@@ -11,9 +11,8 @@ PROTO_FILES = sorted((ROOT / "protos").rglob("*.proto"))
 
 def generate(out_dir: Path = ROOT) -> list[Path]:
     """Write *_pb2.py, *_pb2.pyi and *_pb2_grpc.py beside each .proto under `out_dir`."""
-    from grpc_tools import protoc  # build-time dependency only
-
     import grpc_tools
+    from grpc_tools import protoc  # build-time dependency only
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     for proto in PROTO_FILES:

@@ -194,7 +194,10 @@ class Settings:
     log_level: str = field(
         default="INFO",
         metadata=_setting(
-            "SIAMATCH_LOG_LEVEL", "--log-level", "Python logging level.", ("serve", "server", "worker")
+            "SIAMATCH_LOG_LEVEL",
+            "--log-level",
+            "Python logging level.",
+            ("serve", "server", "worker"),
         ),
     )
     max_image_aspect: float = field(

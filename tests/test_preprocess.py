@@ -1,4 +1,4 @@
-"""The one preprocessing path: decode → detect → align, as serving, training and evaluation use it."""
+"""The one preprocessing path: decode → detect → align, as serving, training and eval use it."""
 
 from __future__ import annotations
 

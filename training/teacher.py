@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> None:
     done: dict[str, np.ndarray] = {}
     if out.is_file():
         with np.load(out) as saved:
-            done = dict(zip(saved["paths"].tolist(), saved["embeddings"]))
+            done = dict(zip(saved["paths"].tolist(), saved["embeddings"], strict=True))
     todo = [p for p in paths if str(p.relative_to(args.data)) not in done]
     for i, path in enumerate(tqdm(todo, desc="dlib teacher", unit="img")):
         rgb = np.asarray(Image.open(path).convert("RGB"))

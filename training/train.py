@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.checkpoint import save_checkpoint
@@ -63,8 +62,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoints, logs, plots")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="aligned-crop cache")
     p.add_argument("--packed", type=Path, default=None,
-                   help="read both splits' crops from a pack made with --pack-to (no photos needed: "
-                        "how training data travels to a lent GPU machine)")
+                   help="read both splits' crops from a pack made with --pack-to (no photos "
+                        "needed: how training data travels to a lent GPU machine)")
     p.add_argument("--pack-to", type=Path, default=None,
                    help="write the aligned crops of both splits to this .npz and exit")
     p.add_argument("--teacher", type=Path, default=None,
@@ -110,7 +109,7 @@ def load_teacher(path: Path | None, crops: CropSet) -> tuple[torch.Tensor, torch
     if path is None:
         return teacher, has
     with np.load(path) as data:
-        lookup = dict(zip(data["paths"].tolist(), data["embeddings"]))
+        lookup = dict(zip(data["paths"].tolist(), data["embeddings"], strict=True))
         mean = data["embeddings"].mean(axis=0)
     for i, rel in enumerate(crops.paths):
         if rel in lookup:
@@ -134,8 +133,8 @@ def train_one_epoch(
         len(sampler), args.max_steps_per_epoch)
     start = time.monotonic()
     images = 0
-    bar = tqdm(zip(range(steps), sampler.batches()), total=steps, desc=f"epoch {epoch}",
-               unit="batch")
+    batches = zip(range(steps), sampler.batches(), strict=False)
+    bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", unit="batch")
     lr, done_steps = 0.0, 0
     for step, index in bar:
         if progress.done:

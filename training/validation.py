@@ -32,7 +32,7 @@ class ValidationPairs:
         a = rng.integers(0, len(crops), size=negatives * 2)
         b = rng.integers(0, len(crops), size=negatives * 2)
         keep = crops.labels[a] != crops.labels[b]
-        neg = list(zip(a[keep][:negatives], b[keep][:negatives]))
+        neg = list(zip(a[keep][:negatives], b[keep][:negatives], strict=True))
         all_pairs = np.array(pos + neg)
         same = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
         return cls(crops.crops, all_pairs[:, 0], all_pairs[:, 1], same)
