@@ -9,20 +9,18 @@ callers received.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from protos.siamatch.v1 import face_verification_pb2 as pb
-
-log = logging.getLogger(__name__)
+from siamatch.metrics_endpoint import MetricsEndpoint
 
 SERVICE = pb.DESCRIPTOR.services_by_name["FaceVerification"].full_name
 # Verify takes one model pass plus queueing: milliseconds to tens of seconds (the deadline).
@@ -31,13 +29,13 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 
 
-class ServerMetrics:
+class ServerMetrics(MetricsEndpoint):
     """The server's metric families in a registry of its own, and the /metrics listener."""
 
     def __init__(self, connection: redis.Redis, queue_key: str, waiting: Callable[[], int]) -> None:
         """`connection` and `queue_key` (the RQ queue's list) are read on each scrape;
         `waiting` counts the Verify calls that wait for a worker's result."""
-        self.registry = CollectorRegistry(auto_describe=True)
+        super().__init__()
         self.calls = Counter(
             "siamatch_server_calls",
             "FaceVerification calls answered, by method and gRPC status code.",
@@ -59,18 +57,6 @@ class ServerMetrics:
         )
         self.registry.register(_QueueCollector(connection, queue_key, waiting))
         self.interceptor = MetricsInterceptor(self)
-        self._http: Any = None
-
-    def serve(self, host: str, port: int) -> None:
-        """Serve /metrics on host:port (the gRPC address's host) from a daemon thread."""
-        self._http, _ = start_http_server(port, addr=host.strip("[]"), registry=self.registry)
-        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float, reply: Any) -> None:
         self.calls.labels(method, code.name).inc()

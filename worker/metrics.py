@@ -7,14 +7,10 @@ Batcher records into it whether or not a listener serves it, so the hot path has
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from prometheus_client import Counter, Histogram
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-
+from siamatch.metrics_endpoint import MetricsEndpoint
 from worker.contract import Outcome
-
-log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # A queue wait is milliseconds when workers keep up and seconds when they do not.
@@ -25,11 +21,11 @@ STAGE_BUCKETS_S = (
 )  # fmt: skip
 
 
-class WorkerMetrics:
+class WorkerMetrics(MetricsEndpoint):
     """The worker's metric families in a registry of its own, and the /metrics listener."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        super().__init__()
         self.batch_size = Histogram(
             "siamatch_worker_batch_size",
             "Jobs claimed per batch (one model pass).",
@@ -70,18 +66,6 @@ class WorkerMetrics:
             "Jobs handed back to RQ for another attempt after an unexpected error.",
             registry=self.registry,
         )
-        self._http: Any = None
-
-    def serve(self, host: str, port: int) -> None:
-        """Serve /metrics on host:port from a daemon thread."""
-        self._http, _ = start_http_server(port, addr=host.strip("[]"), registry=self.registry)
-        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
-
-    def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
 
     def observe_batch(self, outcomes: list[Outcome], queue_waits_s: list[float]) -> None:
         """One model batch ended: its size, its pass time, and each pair's stages."""
