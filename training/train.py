@@ -287,7 +287,7 @@ def main(args: argparse.Namespace) -> Path:
     preprocess = preprocessor.config
     for epoch in range(start_epoch, args.epochs):
         if args.teacher is not None and args.teacher.is_file():  # it may still be growing
-            teacher, has_teacher = load_teacher(None, train_crops)
+            teacher, has_teacher = load_teacher(args.teacher, train_crops)
         if progress.done:
             break
         stats = train_one_epoch(model, cosface, optimizer, progress, warmup, train_crops, teacher,
