@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -28,6 +29,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FaceVerification"].full_name
 # How long each signal-driven stop lets in-flight calls finish: a Verify without a client
 # deadline waits at most default_deadline_s, so that plus a second covers every call.
 GRACE_EXTRA_S = 1.0
+# Health follows the queue: NOT_SERVING while the result subscription to Redis is down, so
+# that probes stop routing calls that could only fail UNAVAILABLE. Checked this often (no I/O).
+HEALTH_POLL_S = 0.5
+STARTUP_REDIS_WAIT_S = 2.0
 
 
 @dataclass
@@ -41,11 +46,13 @@ class RunningServer:
     servicer: FaceVerificationServicer
     waiter: ResultWaiter
     jobs: JobQueue
+    health_tracker: asyncio.Task[None]
     metrics: ServerMetrics | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Health NOT_SERVING, refuse new calls, let in-flight ones finish within `grace`
         seconds (then cancel them, which cancels their jobs), then release Redis."""
+        self.health_tracker.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.servicer.close()
@@ -59,8 +66,8 @@ class RunningServer:
 async def start(settings: Settings) -> RunningServer:
     """Start serving on settings.address (port 0: a free port, reported in `.port`).
 
-    Redis is not needed to start: the result subscription retries in the background and each
-    RPC answers UNAVAILABLE while Redis is down.
+    Redis is not needed to start: the result subscription retries in the background, each
+    RPC answers UNAVAILABLE and health says NOT_SERVING while Redis is down.
     """
     limit = settings.grpc_max_message_bytes
     jobs = JobQueue(settings)
@@ -94,10 +101,29 @@ async def start(settings: Settings) -> RunningServer:
     await server.start()
     if metrics is not None:
         metrics.serve(host, settings.metrics_port)
-    for service in ("", SERVICE_NAME):
-        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    with contextlib.suppress(TimeoutError):  # usually subscribed within milliseconds
+        await asyncio.wait_for(waiter.subscribed.wait(), STARTUP_REDIS_WAIT_S)
+    tracker = asyncio.create_task(track_health(health, waiter), name="health-tracker")
     log.info("listening on %s (redis %s)", address, display_url(settings.effective_redis_url))
-    return RunningServer(server, port, address, health, servicer, waiter, jobs, metrics)
+    return RunningServer(server, port, address, health, servicer, waiter, jobs, tracker, metrics)
+
+
+async def track_health(health: health_aio.HealthServicer, waiter: ResultWaiter) -> None:
+    """SERVING exactly while the result subscription to Redis is up."""
+    current = None
+    while True:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if waiter.subscribed.is_set()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if status != current:
+            for service in ("", SERVICE_NAME):
+                await health.set(service, status)
+            if current is not None or status != health_pb2.HealthCheckResponse.SERVING:
+                log.warning("health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+            current = status
+        await asyncio.sleep(HEALTH_POLL_S)
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:

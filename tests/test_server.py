@@ -257,6 +257,14 @@ def test_reflection_lists_the_service(server: ServerThread) -> None:
     assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
 
 
+def test_health_is_not_serving_while_redis_is_unreachable() -> None:
+    """Probes must stop routing traffic to a server whose every call would fail."""
+    settings = service_settings(f"redis://127.0.0.1:{free_port()}/0")
+    with ServerThread(settings) as down, FaceVerificationClient(down.address) as c:
+        assert c.health(timeout=5) == "NOT_SERVING"
+        assert c.health(SERVICE_NAME, timeout=5) == "NOT_SERVING"
+
+
 def test_unreachable_redis_is_unavailable() -> None:
     settings = service_settings(f"redis://127.0.0.1:{free_port()}/0")
     with ServerThread(settings) as down, FaceVerificationClient(down.address) as c:
