@@ -9,9 +9,15 @@ EXTRAS ?= dev
 $(PY):
 	@if command -v uv >/dev/null 2>&1; then uv venv $(VENV); else python3 -m venv $(VENV); fi
 
-install: $(PY)
+# Re-installs only when the project's metadata or the .proto files changed (a stamp file).
+comma := ,
+STAMP := $(VENV)/.siamatch-installed-$(subst $(comma),-,$(EXTRAS))
+install: $(STAMP)
+
+$(STAMP): $(PY) pyproject.toml setup.py $(wildcard protos/siamatch/v1/*.proto)
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade
 	$(PY) -m pip install -e '.[$(EXTRAS)]'
+	@touch $@
 
 # dlib's face model: the peer baseline of `siamatch evaluate` and bench/ (about 100 MB).
 install-baseline:

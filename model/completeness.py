@@ -56,7 +56,8 @@ def _jpeg(data: bytes, image: str) -> None:
                 img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt data surfaces as many types
-        raise UndecodableImage(image, f"JPEG data is truncated or corrupt ({exc})") from None
+        detail = "" if "truncated" in str(exc) else f" ({exc})"  # Pillow's wording confuses
+        raise UndecodableImage(image, f"JPEG data is truncated or corrupt{detail}") from None
 
 
 def _png(data: bytes, image: str) -> None:

@@ -42,6 +42,8 @@ async def validate_request(request: pb.VerifyPairRequest, settings: Settings) ->
             f"client_request_id: {len(request.client_request_id)} characters, over the "
             f"maximum of {CLIENT_REQUEST_ID_MAX}"
         )
+    if not request.client_request_id.isprintable():  # echoed into logs and terminals
+        raise InvalidRequest("client_request_id: control characters are not allowed")
     images = {side: getattr(request, side) for side in IMAGE_SIDES}
     for side, data in images.items():
         check_size(side, data, settings.max_image_bytes)

@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,9 +26,22 @@ log = logging.getLogger("siamatch")
 # Exit codes of the client commands (documented in `siamatch verify --help`).
 EXIT_OK = 0
 EXIT_RPC_ERROR = 1
+EXIT_USAGE = 2
 EXIT_FAILED_OUTCOME = 3
+EXIT_NOT_FINISHED = 4
 # How often `serve` looks at its child processes.
 SUPERVISE_EVERY_S = 1.0
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for (a file, a flag value): exit 2 with the message."""
+
+
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,9 @@ def add_pair_arguments(parser: argparse.ArgumentParser) -> None:
         "request (default: the model's calibrated threshold)."
     )  # fmt: skip
     parser.add_argument("--client-request-id", default="", help="Echoed back in the reply.")
-    parser.add_argument("--timeout", type=float, default=30.0, help="Call deadline in seconds.")
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=30.0, help="Call deadline in seconds."
+    )
     parser.add_argument("--json", action="store_true", help="Print the full reply as JSON.")
 
 
@@ -157,7 +173,9 @@ def add_result_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", type=float, default=0.0, help="Poll up to this many seconds for the job to end."
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="Call deadline in seconds.")
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=10.0, help="Call deadline in seconds."
+    )
     parser.add_argument("--json", action="store_true", help="Print the full reply as JSON.")
 
 
@@ -166,14 +184,14 @@ def run_verify(args: argparse.Namespace) -> int:
 
     from server.client import FaceVerificationClient
 
-    selfie, id_document = _read(args.selfie), _read(args.id_document)
+    selfie, id_document = _read_pair(args)
     with FaceVerificationClient(Settings.from_args(args).address) as client:
         try:
             reply = client.verify(
                 selfie, id_document, args.threshold, args.client_request_id, args.timeout
             )
         except grpc.RpcError as exc:
-            return _rpc_error(exc)
+            return _rpc_error(exc, args)
     return _print_outcome(reply, args.json)
 
 
@@ -182,14 +200,14 @@ def run_submit(args: argparse.Namespace) -> int:
 
     from server.client import FaceVerificationClient
 
-    selfie, id_document = _read(args.selfie), _read(args.id_document)
+    selfie, id_document = _read_pair(args)
     with FaceVerificationClient(Settings.from_args(args).address) as client:
         try:
             reply = client.submit(
                 selfie, id_document, args.threshold, args.client_request_id, args.timeout
             )
         except grpc.RpcError as exc:
-            return _rpc_error(exc)
+            return _rpc_error(exc, args)
     print(_to_json(reply) if args.json else reply.job_id)
     return EXIT_OK
 
@@ -211,12 +229,15 @@ def run_result(args: argparse.Namespace) -> int:
         from protos.siamatch.v1 import face_verification_pb2 as pb
 
         print(f"state       {pb.JobState.Name(reply.state)}")
-    return _print_outcome(reply, args.json)
+    code = _print_outcome(reply, args.json)
+    return code if reply.WhichOneof("outcome") else EXIT_NOT_FINISHED
 
 
 def add_health_arguments(parser: argparse.ArgumentParser) -> None:
     Settings.add_arguments(parser, "client")
-    parser.add_argument("--timeout", type=float, default=3.0, help="Call deadline in seconds.")
+    parser.add_argument(
+        "--timeout", type=positive_seconds, default=3.0, help="Call deadline in seconds."
+    )
 
 
 def run_health(args: argparse.Namespace) -> int:
@@ -253,15 +274,33 @@ def run_worker_health(args: argparse.Namespace) -> int:
     return EXIT_OK if live else EXIT_RPC_ERROR
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise SystemExit(f"siamatch: cannot read {path}: {exc.strerror}") from None
+def _read_pair(args: argparse.Namespace) -> tuple[bytes, bytes]:
+    """Both files, refused here (exit 2, naming the file) when unreadable or over the per-image
+    cap, rather than as an anonymous gRPC message-size error."""
+    cap = Settings.from_env().max_image_bytes
+    images = []
+    for path in (args.selfie, args.id_document):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        if len(data) > cap:
+            raise UsageError(
+                f"{path}: {len(data):,} bytes, over the per-image cap of {cap:,} bytes "
+                "(SIAMATCH_MAX_IMAGE_BYTES)"
+            )
+        images.append(data)
+    return images[0], images[1]
 
 
-def _rpc_error(exc: Any) -> int:
-    print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+def _rpc_error(exc: Any, args: argparse.Namespace | None = None) -> int:
+    """Print the status; an image the server names ("selfie: ...") is shown with its file."""
+    details = exc.details() or ""
+    for side in ("selfie", "id_document"):
+        path = getattr(args, side, None)
+        if path is not None and details.startswith(f"{side}:"):
+            details = f"{side} ({path}){details[len(side) :]}"
+    print(f"error: {exc.code().name}: {details}", file=sys.stderr)
     return EXIT_RPC_ERROR
 
 
@@ -336,8 +375,9 @@ def _face(face: Any) -> str:
 
 CLIENT_EXITS = (
     f"exit codes: {EXIT_OK} a result came back (match or not); {EXIT_FAILED_OUTCOME} the service "
-    f"answered with a failure (e.g. NO_FACE); {EXIT_RPC_ERROR} the call failed (the gRPC status "
-    "is printed); 2 usage error."
+    f"answered with a failure (e.g. NO_FACE); {EXIT_NOT_FINISHED} (result) the job has not "
+    f"ended yet; {EXIT_RPC_ERROR} the call failed (the gRPC status is printed); {EXIT_USAGE} "
+    "usage error (bad flag, unreadable or oversized file)."
 )
 
 COMMANDS: dict[str, Command] = {
@@ -357,13 +397,13 @@ COMMANDS: dict[str, Command] = {
         configure=lambda p: Settings.add_arguments(p, "worker"),
     ),
     "verify": Command(
-        "Verify SELFIE against ID and print the score and decision.",
+        "Verify SELFIE against ID_DOCUMENT and print the score and decision.",
         run_verify,
         configure=add_pair_arguments,
         epilog=CLIENT_EXITS,
     ),
     "submit": Command(
-        "Queue SELFIE and ID for verification; prints the job id.",
+        "Queue SELFIE and ID_DOCUMENT for verification; prints the job id.",
         run_submit,
         configure=add_pair_arguments,
     ),
@@ -381,7 +421,7 @@ COMMANDS: dict[str, Command] = {
     "worker-health": Command(
         "Exit 0 when a worker on this host is alive (for container probes).",
         run_worker_health,
-        configure=lambda p: Settings.add_arguments(p, "worker"),
+        configure=lambda p: Settings.add_arguments(p, "worker-health"),
     ),
     # Modules with torchvision-style get_args_parser()/main(args) join in two lines:
     "train": Command(
@@ -428,7 +468,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    code = args.run(args)
+    try:
+        code = args.run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return code if isinstance(code, int) else EXIT_OK
 
 

@@ -33,7 +33,7 @@ class Settings:
             "--redis-url",
             "Redis URL. Empty: redis://127.0.0.1:6379/0; `serve` starts a private redis-server "
             "if nothing answers there.",
-            ("serve", "server", "worker"),
+            ("serve", "server", "worker", "worker-health"),
         ),
     )
     address: str = field(
@@ -41,8 +41,8 @@ class Settings:
         metadata=_setting(
             "SIAMATCH_ADDRESS",
             "--address",
-            "gRPC address: where the server listens, and where the client connects. Port 0 "
-            "picks a free port.",
+            "gRPC address: where the server listens (port 0: any free port), or where the "
+            "client commands connect.",
             ("serve", "server", "client"),
         ),
     )

@@ -125,7 +125,27 @@ def test_verify_of_a_missing_file_says_which(tmp_path: Path) -> None:
         [sys.executable, "-m", "siamatch.cli", "verify", str(missing), str(missing)],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
-    assert done.returncode != 0 and "nope.jpg" in done.stderr
+    assert done.returncode == 2 and "nope.jpg" in done.stderr
+
+
+def test_verify_refuses_an_oversized_file_naming_it_before_sending(tmp_path: Path) -> None:
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 2000)
+    done = subprocess.run(
+        [sys.executable, "-m", "siamatch.cli", "verify", str(big), str(big)],
+        capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "SIAMATCH_MAX_IMAGE_BYTES": "1000"},
+    )  # fmt: skip
+    assert done.returncode == 2 and "big.jpg" in done.stderr and "1,000" in done.stderr
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan"])
+def test_pointless_timeouts_are_usage_errors(timeout: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "siamatch.cli", "verify", "a.jpg", "b.jpg", "--timeout", timeout],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--timeout" in done.stderr
 
 
 def test_client_reports_an_unreachable_server() -> None:

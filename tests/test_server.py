@@ -7,6 +7,8 @@ here, so every job stays queued unless the test itself plays the worker's part o
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -111,11 +113,12 @@ def test_threshold_outside_unit_interval_is_invalid(
     assert queued_jobs(redis_conn) == 0
 
 
-def test_overlong_client_request_id_is_invalid(
-    client: FaceVerificationClient, redis_conn: redis.Redis
+@pytest.mark.parametrize("request_id", ["x" * 129, "line\nbreak", "esc\x1b[31m"])
+def test_overlong_or_unprintable_client_request_id_is_invalid(
+    client: FaceVerificationClient, redis_conn: redis.Redis, request_id: str
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
-        client.submit(GOOD, JPEG, client_request_id="x" * 129)
+        client.submit(GOOD, JPEG, client_request_id=request_id)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith("client_request_id:")
     assert queued_jobs(redis_conn) == 0
@@ -255,6 +258,18 @@ def test_reflection_lists_the_service(server: ServerThread) -> None:
         replies = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
     names = {s.name for s in replies[0].list_services_response.service}
     assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
+
+
+def test_cli_result_of_an_unfinished_job_exits_4(
+    server: ServerThread, client: FaceVerificationClient
+) -> None:
+    """Scripts can tell "not done yet" from "done" (no worker runs here: the job stays QUEUED)."""
+    job_id = client.submit(GOOD, JPEG).job_id
+    done = subprocess.run(
+        [sys.executable, "-m", "siamatch.cli", "result", job_id, "--address", server.address],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 4 and "QUEUED" in done.stdout
 
 
 def test_health_is_not_serving_while_redis_is_unreachable() -> None:
