@@ -135,6 +135,19 @@ def test_request_over_the_receive_limit_is_resource_exhausted(
     assert queued_jobs(redis_conn) == 0
 
 
+def test_an_image_at_the_byte_cap_passes_and_one_byte_more_is_refused(
+    client: FaceVerificationClient, redis_conn: redis.Redis
+) -> None:
+    """Issue 4, kind 12: the limit is exact and the refusal names it."""
+    at_cap = GOOD + b"\0" * (MAX_IMAGE_BYTES - len(GOOD))  # bytes after a JPEG's end are legal
+    assert client.submit(at_cap, JPEG).job_id
+    with pytest.raises(grpc.RpcError) as caught:
+        client.submit(at_cap + b"\0", JPEG)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("selfie:") and "9,000" in caught.value.details()
+    assert queued_jobs(redis_conn) == 1
+
+
 def test_submit_queues_the_job_and_its_images(
     client: FaceVerificationClient, redis_conn: redis.Redis
 ) -> None:
