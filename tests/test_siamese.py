@@ -34,8 +34,10 @@ def test_batched_scores_equal_one_by_one_scores() -> None:
     """A pair's score must not depend on what else is in its batch (the worker batches)."""
     torch.set_num_threads(1)
     preprocessor = Preprocessor()
-    crops = [preprocessor.from_bytes(photo(n), n).crop for n in (
-        "George_W_Bush_0001.jpg", "George_W_Bush_0002.jpg", "Colin_Powell_0001.jpg")]
+    crops = [
+        preprocessor.from_bytes(photo(n), n).crop
+        for n in ("George_W_Bush_0001.jpg", "George_W_Bush_0002.jpg", "Colin_Powell_0001.jpg")
+    ]
     scorer = PairScorer(untrained_model(), device="cpu")
     batched = scorer.score([crops[0], crops[0]], [crops[1], crops[2]])
     single = [scorer.score([crops[0]], [c])[0] for c in (crops[1], crops[2])]
