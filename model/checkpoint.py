@@ -48,8 +48,10 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Atomic write (temp file + rename): a crash never leaves a half-written checkpoint."""
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in
-             model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v)
+        for k, v in model.state_dict().items()
+    }
     payload = {
         "format_version": FORMAT_VERSION,
         "architecture": {

@@ -73,12 +73,24 @@ def main() -> int:
             (out / "id_card_George_W_Bush_0002.jpg").write_bytes(card)
             pairs = [
                 ("same person (LFW)", "George_W_Bush_0001.jpg", "George_W_Bush_0002.jpg", None),
-                ("different people (LFW)", "Colin_Powell_0001.jpg", "Serena_Williams_0001.jpg",
-                 None),
-                ("selfie vs photographed ID card, same person", "George_W_Bush_0001.jpg",
-                 "runs/demo/id_card_George_W_Bush_0002.jpg", card),
-                ("selfie vs photographed ID card, different people", "Colin_Powell_0001.jpg",
-                 "runs/demo/id_card_George_W_Bush_0002.jpg", card),
+                (
+                    "different people (LFW)",
+                    "Colin_Powell_0001.jpg",
+                    "Serena_Williams_0001.jpg",
+                    None,
+                ),
+                (
+                    "selfie vs photographed ID card, same person",
+                    "George_W_Bush_0001.jpg",
+                    "runs/demo/id_card_George_W_Bush_0002.jpg",
+                    card,
+                ),
+                (
+                    "selfie vs photographed ID card, different people",
+                    "Colin_Powell_0001.jpg",
+                    "runs/demo/id_card_George_W_Bush_0002.jpg",
+                    card,
+                ),
             ]
             for title, selfie, id_name, id_bytes in pairs:
                 print(f"\n== {title}: {selfie} vs {id_name}")

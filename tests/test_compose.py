@@ -54,7 +54,8 @@ def test_every_service_has_a_health_check() -> None:
 
 def test_gpu_overlay_reserves_a_gpu_per_worker() -> None:
     devices = load("docker-compose.gpu.yml")["services"]["worker"]["deploy"]["resources"][
-        "reservations"]["devices"]
+        "reservations"
+    ]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
 
 

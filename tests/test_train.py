@@ -64,9 +64,7 @@ def test_training_writes_a_loadable_trained_checkpoint_and_excludes_test_people(
     assert not names & {"Tony_Blair", "Serena_Williams"}, "a test identity was trained on"
 
 
-def test_teacher_embeddings_drive_the_distillation_loss(
-    face_folder: Path, tmp_path: Path
-) -> None:
+def test_teacher_embeddings_drive_the_distillation_loss(face_folder: Path, tmp_path: Path) -> None:
     paths = [str(p.relative_to(face_folder)) for p in sorted(face_folder.rglob("*.jpg"))]
     rng = np.random.default_rng(0)
     teacher = tmp_path / "teacher.npz"
@@ -79,6 +77,8 @@ def test_teacher_embeddings_drive_the_distillation_loss(
 def test_resume_continues_after_the_last_epoch(face_folder: Path, tmp_path: Path) -> None:
     run(face_folder, tmp_path)
     run(face_folder, tmp_path, "--resume", "--epochs", "2")
-    epochs = [json.loads(line)["epoch"] for line in
-              (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [0, 1]

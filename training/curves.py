@@ -19,8 +19,11 @@ def plot_history(history: list[dict], path: Path) -> None:
     left.set_ylabel("training loss")
     left.legend()
     left.grid(alpha=0.3)
-    for key, label in (("val_auc", "val ROC AUC"), ("val_balanced_accuracy", "val balanced acc"),
-                       ("pair_accuracy", "train pair acc")):
+    for key, label in (
+        ("val_auc", "val ROC AUC"),
+        ("val_balanced_accuracy", "val balanced acc"),
+        ("pair_accuracy", "train pair acc"),
+    ):
         right.plot(epochs, [h[key] for h in history], marker="o", label=label)
     right.set_xlabel("epoch")
     right.set_ylim(0.4, 1.0)

@@ -63,7 +63,10 @@ class CropSet:
 
 
 def build_crops(
-    identities: dict[str, list[Path]], root: Path, cache_dir: Path, preprocessor: Preprocessor,
+    identities: dict[str, list[Path]],
+    root: Path,
+    cache_dir: Path,
+    preprocessor: Preprocessor,
     desc: str,
 ) -> CropSet:
     """Aligned crops for `identities`, read from / written to a cache keyed by the file list and
@@ -78,7 +81,10 @@ def build_crops(
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             return CropSet(
-                data["crops"], data["labels"], data["paths"].tolist(), names,
+                data["crops"],
+                data["labels"],
+                data["paths"].tolist(),
+                names,
                 data["failures"].tolist(),
             )
     index = {n: i for i, n in enumerate(names)}
@@ -98,7 +104,10 @@ def build_crops(
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(
-        tmp, crops=crop_array, labels=np.array(labels, np.int64), paths=np.array(rel_paths),
+        tmp,
+        crops=crop_array,
+        labels=np.array(labels, np.int64),
+        paths=np.array(rel_paths),
         failures=np.array(failures, dtype=str),
     )
     os.replace(tmp, cache)
@@ -148,13 +157,15 @@ def pack_crops(train: CropSet, val: CropSet, path: Path, quality: int = 85) -> N
             for c in tqdm(crops.crops, desc=f"packing {split}", unit="img")
         ]
         offsets = np.cumsum([0] + [len(e) for e in encoded])
-        arrays.update({
-            f"{split}_jpeg": np.frombuffer(b"".join(encoded), np.uint8),
-            f"{split}_offsets": offsets,
-            f"{split}_labels": crops.labels,
-            f"{split}_paths": np.array(crops.paths),
-            f"{split}_names": np.array(crops.names),
-        })
+        arrays.update(
+            {
+                f"{split}_jpeg": np.frombuffer(b"".join(encoded), np.uint8),
+                f"{split}_offsets": offsets,
+                f"{split}_labels": crops.labels,
+                f"{split}_paths": np.array(crops.paths),
+                f"{split}_names": np.array(crops.names),
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
 
@@ -166,11 +177,19 @@ def load_packed(path: Path) -> tuple[CropSet, CropSet]:
     with np.load(path, allow_pickle=False) as data:
         for split in ("train", "val"):
             blob, offsets = data[f"{split}_jpeg"], data[f"{split}_offsets"]
-            crops = np.stack([
-                cv2.imdecode(blob[offsets[i]:offsets[i + 1]], cv2.IMREAD_COLOR)[:, :, ::-1]
-                for i in range(len(offsets) - 1)
-            ])
-            splits.append(CropSet(crops, data[f"{split}_labels"],
-                                  data[f"{split}_paths"].tolist(),
-                                  data[f"{split}_names"].tolist(), []))
+            crops = np.stack(
+                [
+                    cv2.imdecode(blob[offsets[i] : offsets[i + 1]], cv2.IMREAD_COLOR)[:, :, ::-1]
+                    for i in range(len(offsets) - 1)
+                ]
+            )
+            splits.append(
+                CropSet(
+                    crops,
+                    data[f"{split}_labels"],
+                    data[f"{split}_paths"].tolist(),
+                    data[f"{split}_names"].tolist(),
+                    [],
+                )
+            )
     return splits[0], splits[1]

@@ -55,24 +55,49 @@ class EpochStats:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "lfw"
     p = argparse.ArgumentParser(description="Train SiameseResNet18", add_help=add_help)
-    p.add_argument("--data", type=Path, default=shared / "lfw-deepfunneled",
-                   help="folder with one sub-folder of face photos per person")
-    p.add_argument("--exclude-pairs", type=Path, nargs="*", default=[shared / "pairsDevTest.txt"],
-                   help="pair lists whose identities are never trained or validated on")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=shared / "lfw-deepfunneled",
+        help="folder with one sub-folder of face photos per person",
+    )
+    p.add_argument(
+        "--exclude-pairs",
+        type=Path,
+        nargs="*",
+        default=[shared / "pairsDevTest.txt"],
+        help="pair lists whose identities are never trained or validated on",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="checkpoints, logs, plots")
     p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"), help="aligned-crop cache")
-    p.add_argument("--packed", type=Path, default=None,
-                   help="read both splits' crops from a pack made with --pack-to (no photos "
-                        "needed: how training data travels to a lent GPU machine)")
-    p.add_argument("--pack-to", type=Path, default=None,
-                   help="write the aligned crops of both splits to this .npz and exit")
-    p.add_argument("--teacher", type=Path, default=None,
-                   help="dlib teacher embeddings (.npz from python -m training.teacher)")
+    p.add_argument(
+        "--packed",
+        type=Path,
+        default=None,
+        help="read both splits' crops from a pack made with --pack-to (no photos "
+        "needed: how training data travels to a lent GPU machine)",
+    )
+    p.add_argument(
+        "--pack-to",
+        type=Path,
+        default=None,
+        help="write the aligned crops of both splits to this .npz and exit",
+    )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="dlib teacher embeddings (.npz from python -m training.teacher)",
+    )
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--max-steps-per-epoch", type=int, default=0, help="0: a full epoch")
-    p.add_argument("--time-budget-min", type=float, default=0.0,
-                   help="train for this many minutes instead of --epochs: the learning-rate "
-                        "schedule follows elapsed time, so a busy CPU still ends annealed")
+    p.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=0.0,
+        help="train for this many minutes instead of --epochs: the learning-rate "
+        "schedule follows elapsed time, so a busy CPU still ends annealed",
+    )
     p.add_argument("--p", type=int, default=24, help="identities per batch")
     p.add_argument("--k", type=int, default=4, help="images per identity in a batch")
     p.add_argument("--extra", type=int, default=32, help="random extra images per batch")
@@ -83,9 +108,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=float, default=1.0)
     p.add_argument("--pair-weight", type=float, default=1.0)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--imagenet-weights", action="store_true",
-                   help="start from torchvision's ImageNet ResNet18 (needs the file in the torch "
-                        "hub cache; nothing is downloaded)")
+    p.add_argument(
+        "--imagenet-weights",
+        action="store_true",
+        help="start from torchvision's ImageNet ResNet18 (needs the file in the torch "
+        "hub cache; nothing is downloaded)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: torch's default")
     p.add_argument("--seed", type=int, default=0)
@@ -120,17 +148,30 @@ def load_teacher(path: Path | None, crops: CropSet) -> tuple[torch.Tensor, torch
 
 
 def train_one_epoch(
-    model: SiameseResNet18, cosface: CosFace, optimizer: torch.optim.Optimizer,
-    progress: Progress, warmup: float,
-    crops: CropSet, teacher: torch.Tensor, has_teacher: torch.Tensor, sampler: PKSampler,
-    args: argparse.Namespace, epoch: int, device: torch.device, preprocess, step0: int,
+    model: SiameseResNet18,
+    cosface: CosFace,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress,
+    warmup: float,
+    crops: CropSet,
+    teacher: torch.Tensor,
+    has_teacher: torch.Tensor,
+    sampler: PKSampler,
+    args: argparse.Namespace,
+    epoch: int,
+    device: torch.device,
+    preprocess,
+    step0: int,
 ) -> EpochStats:
     model.train()
     rng = np.random.default_rng(args.seed * 1000 + epoch)
     labels_all = torch.from_numpy(crops.labels)
     totals = {"loss": 0.0, "cosface": 0.0, "pair": 0.0, "distill": 0.0, "correct": 0, "pairs": 0}
-    steps = len(sampler) if not args.max_steps_per_epoch else min(
-        len(sampler), args.max_steps_per_epoch)
+    steps = (
+        len(sampler)
+        if not args.max_steps_per_epoch
+        else min(len(sampler), args.max_steps_per_epoch)
+    )
     start = time.monotonic()
     images = 0
     batches = zip(range(steps), sampler.batches(), strict=False)
@@ -153,7 +194,8 @@ def train_one_epoch(
             l_cos = cosface(emb, labels)
             l_pair = pair_loss(logits, targets)
             l_dist = similarity_distillation(
-                emb, teacher[index].to(device), has_teacher[index].to(device))
+                emb, teacher[index].to(device), has_teacher[index].to(device)
+            )
             loss = l_cos + args.pair_weight * l_pair + args.distill_weight * l_dist
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -168,34 +210,46 @@ def train_one_epoch(
         totals["correct"] += int(((logits > 0).float() == targets).sum())
         totals["pairs"] += len(targets)
         n = step + 1
-        bar.set_postfix(loss=f"{totals['loss'] / n:.3f}",
-                        pair_acc=f"{totals['correct'] / max(1, totals['pairs']):.3f}",
-                        lr=f"{lr:.2e}")
+        bar.set_postfix(
+            loss=f"{totals['loss'] / n:.3f}",
+            pair_acc=f"{totals['correct'] / max(1, totals['pairs']):.3f}",
+            lr=f"{lr:.2e}",
+        )
     seconds = time.monotonic() - start
     n = max(1, done_steps)
     return EpochStats(
-        epoch=epoch, loss=totals["loss"] / n, cosface=totals["cosface"] / n,
-        pair=totals["pair"] / n, distill=totals["distill"] / n,
-        pair_accuracy=totals["correct"] / max(1, totals["pairs"]), lr=lr, seconds=seconds,
+        epoch=epoch,
+        loss=totals["loss"] / n,
+        cosface=totals["cosface"] / n,
+        pair=totals["pair"] / n,
+        distill=totals["distill"] / n,
+        pair_accuracy=totals["correct"] / max(1, totals["pairs"]),
+        lr=lr,
+        seconds=seconds,
         images_per_s=images / max(seconds, 1e-9),
     )
 
 
 @torch.no_grad()
-def evaluate(model: SiameseResNet18, pairs: ValidationPairs, device: torch.device,
-             preprocess, batch_size: int = 256) -> dict:
+def evaluate(
+    model: SiameseResNet18,
+    pairs: ValidationPairs,
+    device: torch.device,
+    preprocess,
+    batch_size: int = 256,
+) -> dict:
     """Scores the held-out identities' pairs with the head; picks the thresholds there."""
     model.eval()
     embeddings = []
     for start in range(0, len(pairs.crops), batch_size):
-        batch = crops_to_tensor(list(pairs.crops[start:start + batch_size]), preprocess)
+        batch = crops_to_tensor(list(pairs.crops[start : start + batch_size]), preprocess)
         batch = batch.to(device).contiguous(memory_format=torch.channels_last)
         embeddings.append(model.embedding(batch).float().cpu())
     emb = torch.cat(embeddings)
     scores = []
     for start in range(0, len(pairs.a), 4096):
-        a = pairs.a[start:start + 4096]
-        b = pairs.b[start:start + 4096]
+        a = pairs.a[start : start + 4096]
+        b = pairs.b[start : start + 4096]
         scores.append(torch.sigmoid(model.logits(emb[a].to(device), emb[b].to(device))).cpu())
     return validation_metrics(torch.cat(scores).numpy(), pairs.same)
 
@@ -234,8 +288,11 @@ def main(args: argparse.Namespace) -> Path:
     seed_everything(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     preprocessor = Preprocessor()
@@ -243,8 +300,12 @@ def main(args: argparse.Namespace) -> Path:
         train_crops, val_crops = load_packed(args.packed)
     else:
         split = split_identities(args.data, args.exclude_pairs, args.val_fraction, args.seed)
-        log.info("identities: %d train, %d val, %d excluded (test)", len(split.train),
-                 len(split.val), len(split.excluded))
+        log.info(
+            "identities: %d train, %d val, %d excluded (test)",
+            len(split.train),
+            len(split.val),
+            len(split.excluded),
+        )
         assert not (set(split.train) | set(split.val)) & split.excluded, "test identity leaked"
         train_crops = build_crops(split.train, args.data, args.cache_dir, preprocessor, "train")
         val_crops = build_crops(split.val, args.data, args.cache_dir, preprocessor, "val")
@@ -252,20 +313,29 @@ def main(args: argparse.Namespace) -> Path:
             pack_crops(train_crops, val_crops, args.pack_to)
             log.info("packed crops to %s", args.pack_to)
             return args.pack_to
-    log.info("aligned crops: %d train (%d no face), %d val (%d no face)", len(train_crops),
-             len(train_crops.failures), len(val_crops), len(val_crops.failures))
+    log.info(
+        "aligned crops: %d train (%d no face), %d val (%d no face)",
+        len(train_crops),
+        len(train_crops.failures),
+        len(val_crops),
+        len(val_crops.failures),
+    )
     val_pairs = ValidationPairs.from_crops(val_crops, seed=args.seed)
     teacher, has_teacher = load_teacher(None, train_crops)
 
-    model = SiameseResNet18(embedding_dim=args.embedding_dim,
-                            imagenet_weights=args.imagenet_weights).to(device)
+    model = SiameseResNet18(
+        embedding_dim=args.embedding_dim, imagenet_weights=args.imagenet_weights
+    ).to(device)
     model = model.to(memory_format=torch.channels_last)
     cosface = CosFace(args.embedding_dim, len(train_crops.names)).to(device)
     params = list(model.parameters()) + list(cosface.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     sampler = PKSampler(train_crops.labels, args.p, args.k, args.extra, args.seed)
-    steps_per_epoch = len(sampler) if not args.max_steps_per_epoch else min(
-        len(sampler), args.max_steps_per_epoch)
+    steps_per_epoch = (
+        len(sampler)
+        if not args.max_steps_per_epoch
+        else min(len(sampler), args.max_steps_per_epoch)
+    )
     if args.time_budget_min > 0:
         args.epochs = 10_000  # the budget ends training
     start_epoch, history, best, elapsed = 0, [], None, 0.0
@@ -282,41 +352,79 @@ def main(args: argparse.Namespace) -> Path:
         log.info("resumed from %s at epoch %d", last, start_epoch)
     progress = Progress(args.epochs * steps_per_epoch, args.time_budget_min * 60, elapsed)
     # warm-up as a fraction of training: --warmup-epochs of the planned epochs, or ~5% of a budget
-    warmup = (0.05 if args.time_budget_min > 0
-              else min(0.5, args.warmup_epochs / max(1, args.epochs)))
+    warmup = (
+        0.05 if args.time_budget_min > 0 else min(0.5, args.warmup_epochs / max(1, args.epochs))
+    )
     preprocess = preprocessor.config
     for epoch in range(start_epoch, args.epochs):
         if args.teacher is not None and args.teacher.is_file():  # it may still be growing
             teacher, has_teacher = load_teacher(args.teacher, train_crops)
         if progress.done:
             break
-        stats = train_one_epoch(model, cosface, optimizer, progress, warmup, train_crops, teacher,
-                                has_teacher, sampler, args, epoch, device, preprocess,
-                                epoch * steps_per_epoch)
+        stats = train_one_epoch(
+            model,
+            cosface,
+            optimizer,
+            progress,
+            warmup,
+            train_crops,
+            teacher,
+            has_teacher,
+            sampler,
+            args,
+            epoch,
+            device,
+            preprocess,
+            epoch * steps_per_epoch,
+        )
         metrics = evaluate(model, val_pairs, device, preprocess)
         record = {**asdict(stats), **{f"val_{k}": v for k, v in metrics.items()}}
         history.append(record)
         with open(out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
-        log.info("epoch %d: loss %.3f, val balanced accuracy %.4f, val AUC %.4f, %.1f img/s", epoch,
-                 stats.loss, metrics["balanced_accuracy"], metrics["auc"], stats.images_per_s)
+        log.info(
+            "epoch %d: loss %.3f, val balanced accuracy %.4f, val AUC %.4f, %.1f img/s",
+            epoch,
+            stats.loss,
+            metrics["balanced_accuracy"],
+            metrics["auc"],
+            stats.images_per_s,
+        )
         plot_history(history, out / "curves.png")
         is_best = best is None or metrics["auc"] > best["val_auc"]
         if is_best:
             best = record
             save_checkpoint(
-                out / "best.pt", model.cpu(), model_version=f"{args.model_version}-e{epoch}",
-                threshold=metrics["threshold"], trained=True, preprocess=preprocess,
-                thresholds={"balanced": metrics["threshold"],
-                            "far_1e-3": metrics["threshold_far_1e-3"]},
-                metrics={"validation": metrics, "epoch": epoch,
-                         "train_args": {k: str(v) for k, v in vars(args).items()}},
+                out / "best.pt",
+                model.cpu(),
+                model_version=f"{args.model_version}-e{epoch}",
+                threshold=metrics["threshold"],
+                trained=True,
+                preprocess=preprocess,
+                thresholds={
+                    "balanced": metrics["threshold"],
+                    "far_1e-3": metrics["threshold_far_1e-3"],
+                },
+                metrics={
+                    "validation": metrics,
+                    "epoch": epoch,
+                    "train_args": {k: str(v) for k, v in vars(args).items()},
+                },
             )
             model.to(device)
-        torch.save({"model": model.state_dict(), "cosface": cosface.state_dict(),
-                    "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                    "best": best, "torch_rng": torch.get_rng_state(),
-                    "elapsed_s": progress.elapsed_s}, out / "last.tmp")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "cosface": cosface.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "best": best,
+                "torch_rng": torch.get_rng_state(),
+                "elapsed_s": progress.elapsed_s,
+            },
+            out / "last.tmp",
+        )
         (out / "last.tmp").replace(last)
     return out / "best.pt"
 

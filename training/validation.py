@@ -18,15 +18,16 @@ class ValidationPairs:
     same: np.ndarray
 
     @classmethod
-    def from_crops(cls, crops: CropSet, seed: int, max_pos_per_identity: int = 30,
-                   negatives: int = 20_000) -> ValidationPairs:
+    def from_crops(
+        cls, crops: CropSet, seed: int, max_pos_per_identity: int = 30, negatives: int = 20_000
+    ) -> ValidationPairs:
         """Every identity's positive pairs (capped, so a few prolific people don't dominate)
         and many random negatives: FAR 1e-3 needs at least 1,000 of them, better 10x that."""
         rng = np.random.default_rng(seed)
         pos = []
         for label in np.unique(crops.labels):
             idx = np.flatnonzero(crops.labels == label)
-            pairs = [(i, j) for n, i in enumerate(idx) for j in idx[n + 1:]]
+            pairs = [(i, j) for n, i in enumerate(idx) for j in idx[n + 1 :]]
             rng.shuffle(pairs)
             pos.extend(pairs[:max_pos_per_identity])
         a = rng.integers(0, len(crops), size=negatives * 2)
@@ -50,8 +51,9 @@ def validation_metrics(scores: np.ndarray, same: np.ndarray) -> dict:
     threshold = balanced_threshold(scores, same)
     far3 = tar_at_far(scores, same, 1e-3)
     far2 = tar_at_far(scores, same, 1e-2)
-    balanced = 0.5 * (float((scores[same] >= threshold).mean())
-                      + float((scores[~same] < threshold).mean()))
+    balanced = 0.5 * (
+        float((scores[same] >= threshold).mean()) + float((scores[~same] < threshold).mean())
+    )
     return {
         "threshold": threshold,
         "balanced_accuracy": balanced,
