@@ -69,3 +69,21 @@ def test_other_format_or_architecture_is_refused(tmp_path: Path) -> None:
 def test_default_is_the_shipped_checkpoint_when_present() -> None:
     loaded = load_default_or(None)
     assert loaded.trained == SHIPPED_CHECKPOINT.is_file()
+
+
+def test_export_writes_a_half_precision_copy_with_the_metadata(tmp_path: Path) -> None:
+    from training.export import get_args_parser, main
+
+    source, target = tmp_path / "full.pt", tmp_path / "shipped.pt"
+    save_checkpoint(source, untrained_model().model, model_version="e1", threshold=0.3,
+                    trained=True, thresholds={"balanced": 0.3})  # fmt: skip
+    main(get_args_parser().parse_args([str(source), str(target), "--model-version", "v2"]))
+    payload = torch.load(target, weights_only=True)
+    assert payload["state_dict"]["backbone.conv1.weight"].dtype == torch.float16
+    loaded = load_checkpoint(target)
+    assert (loaded.model_version, loaded.threshold, loaded.thresholds) == (
+        "v2",
+        0.3,
+        {"balanced": 0.3},
+    )
+    assert target.stat().st_size < 0.6 * source.stat().st_size
