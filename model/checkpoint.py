@@ -74,6 +74,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is meant to be read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
