@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import grpc
@@ -112,7 +112,9 @@ def test_a_verified_pair_moves_server_and_worker_metrics(
     assert reply.WhichOneof("outcome") == "result"
 
     server_after = scrape(service.server_metrics)
-    worker_after = _scrape_until(service.worker_metrics, "siamatch_worker_pairs", worker_before)
+    worker_after = _scrape_until(
+        service.worker_metrics, _counter_moved("siamatch_worker_pairs_total", worker_before)
+    )
 
     def moved(before: dict, after: dict, name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -144,14 +146,23 @@ def test_failures_are_counted_by_reason_and_code(
         client.verify(b"not an image", photo("George_W_Bush_0001.jpg"))
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
-    server_after = scrape(service.server_metrics)
-    worker_after = _scrape_until(service.worker_metrics, "siamatch_worker_pairs", worker_before)
+    labels = {"method": "Verify", "code": "INVALID_ARGUMENT"}
+    # grpc.aio sends an aborted call's status before the interceptor's `finally` counts it
+    server_after = _scrape_until(
+        service.server_metrics,
+        lambda after: (
+            value(after, "siamatch_server_calls_total", **labels)
+            > value(server_before, "siamatch_server_calls_total", **labels)
+        ),
+    )
+    worker_after = _scrape_until(
+        service.worker_metrics, _counter_moved("siamatch_worker_pairs_total", worker_before)
+    )
     assert (
         value(server_after, "siamatch_server_verify_failures_total", reason="NO_FACE")
         - value(server_before, "siamatch_server_verify_failures_total", reason="NO_FACE")
         == 1
     )
-    labels = {"method": "Verify", "code": "INVALID_ARGUMENT"}
     assert (
         value(server_after, "siamatch_server_calls_total", **labels)
         - value(server_before, "siamatch_server_calls_total", **labels)
@@ -164,15 +175,21 @@ def test_failures_are_counted_by_reason_and_code(
     )
 
 
-def _scrape_until(url: str, counter: str, before: dict, timeout_s: float = 10.0) -> dict:
-    """The worker counts a pair just after publishing it, so the caller may be a hair early."""
+def _counter_moved(counter: str, before: dict) -> Callable[[dict], bool]:
+    """True once any label set of `counter` has grown since `before`."""
+
+    def total(samples: dict) -> float:
+        return sum(v for (name, _), v in samples.items() if name == counter)
+
+    return lambda after: total(after) > total(before)
+
+
+def _scrape_until(url: str, ready: Callable[[dict], bool], timeout_s: float = 10.0) -> dict:
+    """Scrapes until `ready` holds: a metric may be counted a hair after the caller's answer
+    (the worker counts a pair just after publishing it)."""
     deadline = time.monotonic() + timeout_s
     while True:
         after = scrape(url)
-        total = f"{counter}_total"
-        moved = sum(v for (n, _), v in after.items() if n == total) > sum(
-            v for (n, _), v in before.items() if n == total
-        )
-        if moved or time.monotonic() > deadline:
+        if ready(after) or time.monotonic() > deadline:
             return after
         time.sleep(0.05)
