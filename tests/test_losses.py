@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.losses import CosFace, mine_pairs, pair_loss, similarity_distillation
+from training.losses import (
+    CosFace,
+    embedding_distillation,
+    mine_pairs,
+    pair_loss,
+    similarity_distillation,
+)
 
 
 def test_mined_pairs_hold_every_positive_and_only_true_negatives() -> None:
@@ -52,3 +58,16 @@ def test_similarity_distillation_is_zero_for_a_matching_structure() -> None:
     has = torch.ones(6, dtype=torch.bool)
     assert similarity_distillation(emb, emb * 3.0, has) < 1e-6
     assert similarity_distillation(emb, torch.randn(6, 8), has) > 0.01
+
+
+def test_embedding_distillation_is_zero_at_the_teacher_and_skips_images_without_one() -> None:
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 128)
+    has = torch.tensor([True, True, True, False, False, True])
+    assert embedding_distillation(teacher.clone(), teacher, has) < 1e-9
+    predicting_nothing = embedding_distillation(torch.zeros(6, 128), teacher, has)
+    assert abs(float(predicting_nothing) - 1.0) < 1e-6  # the variance normalisation
+    wrong_only_where_absent = teacher.clone()
+    wrong_only_where_absent[3:5] += 5.0
+    assert embedding_distillation(wrong_only_where_absent, teacher, has) < 1e-9
+    assert embedding_distillation(teacher, teacher, torch.zeros(6, dtype=torch.bool)) == 0.0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.checkpoint import load_checkpoint
 from training.train import get_args_parser, main
@@ -72,6 +73,7 @@ def test_teacher_embeddings_drive_the_distillation_loss(face_folder: Path, tmp_p
     run(face_folder, tmp_path, "--teacher", str(teacher))
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["distill"] > 0.0
+    assert record["embed_distill"] > 0.0
 
 
 def test_resume_continues_after_the_last_epoch(face_folder: Path, tmp_path: Path) -> None:
@@ -82,3 +84,14 @@ def test_resume_continues_after_the_last_epoch(face_folder: Path, tmp_path: Path
         for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [0, 1]
+
+
+def test_init_from_starts_at_the_given_checkpoint(face_folder: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.pt"
+    run(face_folder, tmp_path).replace(first)
+    # lr 0: the weights stay where --init-from put them (BatchNorm statistics still move)
+    again = run(face_folder, tmp_path, "--init-from", str(first), "--lr", "0", "--seed", "1")
+    start = load_checkpoint(first).model.state_dict()
+    end = load_checkpoint(again).model.state_dict()
+    weights = [k for k in start if k.endswith("weight") and "bn" not in k]
+    assert weights and all(torch.equal(start[k], end[k]) for k in weights)

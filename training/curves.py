@@ -13,8 +13,9 @@ def plot_history(history: list[dict], path: Path) -> None:
 
     epochs = [h["epoch"] for h in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    for key in ("loss", "cosface", "pair", "distill"):
-        left.plot(epochs, [h[key] for h in history], marker="o", label=key)
+    for key in ("loss", "cosface", "pair", "distill", "embed_distill"):
+        if all(key in h for h in history):  # runs from before a term existed lack it
+            left.plot(epochs, [h[key] for h in history], marker="o", label=key)
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
     left.legend()

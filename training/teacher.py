@@ -7,21 +7,13 @@ HOG detector, falling back to our YuNet box when HOG misses; 5-point landmarks; 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-
-def dlib_model_dir() -> Path:
-    """face_recognition_models' data folder, found without importing it (it needs the removed
-    pkg_resources on current setuptools)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("pip install 'siamese-matching[baseline]' (face-recognition-models)")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
+from training.dlib_baseline import dlib_model_dir
 
 
 class DlibEmbedder:
@@ -37,7 +29,8 @@ class DlibEmbedder:
         )
 
     def embed(self, rgb: np.ndarray, fallback_box: tuple[float, float, float, float] | None):
-        faces = self.detector(rgb, 1)
+        # LFW faces (~110 px) are above HOG's 80 px window: no upsampling, 4x less time
+        faces = self.detector(rgb, 0)
         if faces:
             rect = max(faces, key=lambda r: r.width() * r.height())
         elif fallback_box is not None:

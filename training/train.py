@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.checkpoint import save_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.preprocess import Preprocessor, crops_to_tensor
 from model.siamese import SiameseResNet18
 from training.augment import augment
@@ -33,10 +33,18 @@ from training.data import (
     pack_crops,
     split_identities,
 )
-from training.losses import CosFace, mine_pairs, pair_loss, similarity_distillation
+from training.losses import (
+    CosFace,
+    embedding_distillation,
+    mine_pairs,
+    pair_loss,
+    similarity_distillation,
+)
 from training.validation import ValidationPairs, validation_metrics
 
 log = logging.getLogger("siamatch.train")
+
+TEACHER_DIM = 128  # dlib's descriptor
 
 
 @dataclass
@@ -46,6 +54,7 @@ class EpochStats:
     cosface: float
     pair: float
     distill: float
+    embed_distill: float
     pair_accuracy: float
     lr: float
     seconds: float
@@ -106,6 +115,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--embedding-dim", type=int, default=256)
     p.add_argument("--distill-weight", type=float, default=1.0)
+    p.add_argument(
+        "--embed-distill-weight",
+        type=float,
+        default=2.0,
+        help="weight of regressing the teacher's descriptor (needs --teacher)",
+    )
     p.add_argument("--pair-weight", type=float, default=1.0)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument(
@@ -118,6 +133,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: torch's default")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this checkpoint's weights (e.g. the shipped model) instead of random",
+    )
     p.add_argument("--model-version", default="siamatch-r18-lfw")
     return p
 
@@ -131,8 +152,7 @@ def seed_everything(seed: int) -> None:
 def load_teacher(path: Path | None, crops: CropSet) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher embeddings aligned with `crops`, centred by their mean (dlib's raw cosines are all
     high; centring spreads them so that they are a usable similarity target)."""
-    dim = 128
-    teacher = torch.zeros(len(crops), dim)
+    teacher = torch.zeros(len(crops), TEACHER_DIM)
     has = torch.zeros(len(crops), dtype=torch.bool)
     if path is None:
         return teacher, has
@@ -150,6 +170,7 @@ def load_teacher(path: Path | None, crops: CropSet) -> tuple[torch.Tensor, torch
 def train_one_epoch(
     model: SiameseResNet18,
     cosface: CosFace,
+    distill_head: torch.nn.Linear,
     optimizer: torch.optim.Optimizer,
     progress: Progress,
     warmup: float,
@@ -166,7 +187,8 @@ def train_one_epoch(
     model.train()
     rng = np.random.default_rng(args.seed * 1000 + epoch)
     labels_all = torch.from_numpy(crops.labels)
-    totals = {"loss": 0.0, "cosface": 0.0, "pair": 0.0, "distill": 0.0, "correct": 0, "pairs": 0}
+    totals = dict.fromkeys(("loss", "cosface", "pair", "distill", "embed_distill"), 0.0)
+    totals |= {"correct": 0, "pairs": 0}
     steps = (
         len(sampler)
         if not args.max_steps_per_epoch
@@ -193,10 +215,16 @@ def train_one_epoch(
             logits = model.logits(emb[a], emb[b]).float()
             l_cos = cosface(emb, labels)
             l_pair = pair_loss(logits, targets)
-            l_dist = similarity_distillation(
-                emb, teacher[index].to(device), has_teacher[index].to(device)
+            batch_teacher = teacher[index].to(device)
+            batch_has = has_teacher[index].to(device)
+            l_dist = similarity_distillation(emb, batch_teacher, batch_has)
+            l_embed = embedding_distillation(distill_head(emb).float(), batch_teacher, batch_has)
+            loss = (
+                l_cos
+                + args.pair_weight * l_pair
+                + args.distill_weight * l_dist
+                + args.embed_distill_weight * l_embed
             )
-            loss = l_cos + args.pair_weight * l_pair + args.distill_weight * l_dist
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -207,6 +235,7 @@ def train_one_epoch(
         totals["cosface"] += l_cos.item()
         totals["pair"] += l_pair.item()
         totals["distill"] += l_dist.item()
+        totals["embed_distill"] += l_embed.item()
         totals["correct"] += int(((logits > 0).float() == targets).sum())
         totals["pairs"] += len(targets)
         n = step + 1
@@ -223,6 +252,7 @@ def train_one_epoch(
         cosface=totals["cosface"] / n,
         pair=totals["pair"] / n,
         distill=totals["distill"] / n,
+        embed_distill=totals["embed_distill"] / n,
         pair_accuracy=totals["correct"] / max(1, totals["pairs"]),
         lr=lr,
         seconds=seconds,
@@ -327,8 +357,14 @@ def main(args: argparse.Namespace) -> Path:
         embedding_dim=args.embedding_dim, imagenet_weights=args.imagenet_weights
     ).to(device)
     model = model.to(memory_format=torch.channels_last)
+    if args.init_from is not None:
+        initial = load_checkpoint(args.init_from).model
+        model.load_state_dict(initial.state_dict())
+        log.info("initialised from %s", args.init_from)
     cosface = CosFace(args.embedding_dim, len(train_crops.names)).to(device)
-    params = list(model.parameters()) + list(cosface.parameters())
+    # training-only: maps the embedding to the teacher's 128-D descriptor space
+    distill_head = torch.nn.Linear(args.embedding_dim, TEACHER_DIM).to(device)
+    params = [*model.parameters(), *cosface.parameters(), *distill_head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     sampler = PKSampler(train_crops.labels, args.p, args.k, args.extra, args.seed)
     steps_per_epoch = (
@@ -344,6 +380,7 @@ def main(args: argparse.Namespace) -> Path:
         state = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         cosface.load_state_dict(state["cosface"])
+        distill_head.load_state_dict(state["distill_head"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, best = state["epoch"] + 1, state["history"], state["best"]
         elapsed = float(state.get("elapsed_s", 0.0))
@@ -364,6 +401,7 @@ def main(args: argparse.Namespace) -> Path:
         stats = train_one_epoch(
             model,
             cosface,
+            distill_head,
             optimizer,
             progress,
             warmup,
@@ -416,6 +454,7 @@ def main(args: argparse.Namespace) -> Path:
             {
                 "model": model.state_dict(),
                 "cosface": cosface.state_dict(),
+                "distill_head": distill_head.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch,
                 "history": history,
