@@ -133,6 +133,22 @@ def test_dlib_baseline_separates_fixture_people_and_reports_no_face(tmp_path: Pa
         model.distance(blank, FIXTURES / "Tony_Blair_0001.jpg")
 
 
+@needs_dlib
+def test_dlib_searches_a_big_photo_downscaled_and_describes_it_at_full_size(
+    tmp_path: Path,
+) -> None:
+    from training.dlib_baseline import DETECT_MAX_SIDE, DlibFaceModel
+
+    model = DlibFaceModel()
+    original = FIXTURES / "Colin_Powell_0001.jpg"
+    big = tmp_path / "big.png"
+    with Image.open(original) as image:
+        factor = DETECT_MAX_SIDE // max(image.size) + 2
+        image.resize((image.width * factor, image.height * factor), Image.LANCZOS).save(big)
+    # the same face: a wrongly scaled-back box would misplace the landmarks and the descriptor
+    assert model.distance(original, big) < 0.2
+
+
 def test_evaluate_end_to_end(tmp_path: Path, lfw_root: Path) -> None:
     """Untrained model + dlib (when installed) on an LFW-format list and a TSV holding a photo
     with no face: every number, file and the failure accounting."""

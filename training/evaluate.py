@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import platform
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,34 +205,80 @@ class ServiceScorer:
 
 
 class DlibScorer:
-    """dlib's pipeline (see training.dlib_baseline); score = -distance, accepted if >= -0.6."""
+    """dlib's pipeline (see training.dlib_baseline); score = -distance, accepted if >= -0.6.
 
-    def __init__(self) -> None:
+    Runs in `workers` processes (dlib's descriptor is single-threaded), each keeping the
+    descriptors of the photos it has seen: a photo that recurs across pairs is described once."""
+
+    def __init__(self, workers: int = 1) -> None:
         from training.dlib_baseline import DlibFaceModel
 
-        self.model = DlibFaceModel()
+        DlibFaceModel()  # fail here, before any work, if dlib or its model files are missing
+        self.workers = max(1, workers)
 
     def run(self, benchmark: str, pairs: list[Pair]) -> MethodRun:
-        from training.dlib_baseline import TOLERANCE, NoFaceForDlib
+        from training.dlib_baseline import DETECT_MAX_SIDE, TOLERANCE, UPSAMPLE
 
         run = _new_run("dlib", benchmark, pairs, -TOLERANCE, "-(Euclidean distance), dlib")
         start = time.perf_counter()
-        for index, pair in enumerate(tqdm(pairs, desc=f"dlib / {benchmark}", unit="pair")):
-            try:
-                run.scores[index] = -self.model.distance(pair.path_a, pair.path_b)
-            except NoFaceForDlib as exc:
-                run.fail(index, "NO_FACE", str(exc))
-            except OSError as exc:  # Pillow: unreadable or undecodable file
-                run.fail(index, "UNDECODABLE_IMAGE", f"{exc}")
+        jobs = [(p.path_a, p.path_b) for p in pairs]
+        with ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_dlib_start
+        ) as pool:
+            outcomes = pool.map(_dlib_distance, jobs, chunksize=8)
+            bar = tqdm(outcomes, total=len(jobs), desc=f"dlib / {benchmark}", unit="pair")
+            for index, (distance, reason, message) in enumerate(bar):
+                if distance is None:
+                    run.fail(index, reason, message)
+                else:
+                    run.scores[index] = -distance
         run.seconds = time.perf_counter() - start
         run.details = {
             "tolerance": TOLERANCE,
-            "upsample": 1,
+            "upsample": UPSAMPLE,
+            "hog_max_side": DETECT_MAX_SIDE,
             "num_jitters": 1,
             "landmarks": "5-point",
             "detector": "HOG",
+            "processes": self.workers,
         }
         return run
+
+
+_dlib_model = None
+_dlib_descriptors: dict[Path, object] = {}
+
+
+def _dlib_start() -> None:
+    global _dlib_model
+    from training.dlib_baseline import DlibFaceModel
+
+    _dlib_model = DlibFaceModel()
+
+
+def _dlib_describe(path: Path):
+    """The photo's descriptor, or the exception describing it failed (both remembered)."""
+    from training.dlib_baseline import NoFaceForDlib, load_rgb
+
+    if path not in _dlib_descriptors:
+        try:
+            _dlib_descriptors[path] = _dlib_model.describe(load_rgb(path), str(path))
+        except (NoFaceForDlib, OSError) as exc:  # OSError: Pillow cannot read the file
+            _dlib_descriptors[path] = exc
+    return _dlib_descriptors[path]
+
+
+def _dlib_distance(paths: tuple[Path, Path]) -> tuple[float | None, str, str]:
+    """(distance, "", "") or (None, failure reason, message), for one pair."""
+    from training.dlib_baseline import NoFaceForDlib
+
+    a, b = (_dlib_describe(path) for path in paths)
+    for side in (a, b):
+        if isinstance(side, NoFaceForDlib):
+            return None, "NO_FACE", str(side)
+        if isinstance(side, Exception):
+            return None, "UNDECODABLE_IMAGE", str(side)
+    return float(np.linalg.norm(a - b)), "", ""
 
 
 def parse_benchmark(spec: str) -> tuple[str, Path]:
@@ -397,7 +444,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per forward pass")
     parser.add_argument("--device", default="auto", help="torch device for our model")
-    parser.add_argument("--threads", type=int, default=2, help="torch and OpenCV CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch and OpenCV threads; dlib processes"
+    )
     parser.add_argument(
         "--detector-score",
         type=float,
@@ -461,7 +510,7 @@ def main(args: argparse.Namespace) -> dict:
         from training.dlib_baseline import INSTALL_HINT, is_available
 
         if is_available():
-            methods.append(("dlib", DlibScorer().run))
+            methods.append(("dlib", DlibScorer(args.threads).run))
         elif args.baseline == "dlib":
             raise SystemExit(INSTALL_HINT)
         else:
