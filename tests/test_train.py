@@ -86,7 +86,9 @@ def test_resume_continues_after_the_last_epoch(face_folder: Path, tmp_path: Path
     assert epochs == [0, 1]
 
 
-def test_init_from_starts_at_the_given_checkpoint(face_folder: Path, tmp_path: Path) -> None:
+def test_init_from_starts_at_the_given_checkpoint_with_imprinted_centres(
+    face_folder: Path, tmp_path: Path
+) -> None:
     first = tmp_path / "first.pt"
     run(face_folder, tmp_path).replace(first)
     # lr 0: the weights stay where --init-from put them (BatchNorm statistics still move)
@@ -95,3 +97,6 @@ def test_init_from_starts_at_the_given_checkpoint(face_folder: Path, tmp_path: P
     end = load_checkpoint(again).model.state_dict()
     weights = [k for k in start if k.endswith("weight") and "bn" not in k]
     assert weights and all(torch.equal(start[k], end[k]) for k in weights)
+    # CosFace centres imprinted from the initial model's embeddings: unit rows, not ~0.16
+    centres = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["cosface"]["weight"]
+    assert torch.allclose(centres.norm(dim=1), torch.ones(len(centres)), atol=1e-4)

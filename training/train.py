@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint, save_checkpoint
@@ -261,6 +262,32 @@ def train_one_epoch(
 
 
 @torch.no_grad()
+def embed_crops(
+    model: SiameseResNet18, crops: np.ndarray, device: torch.device, preprocess, batch_size: int
+) -> torch.Tensor:
+    model.eval()
+    embeddings = []
+    for start in tqdm(range(0, len(crops), batch_size), desc="embedding", unit="batch"):
+        batch = crops_to_tensor(list(crops[start : start + batch_size]), preprocess)
+        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+        embeddings.append(model.embedding(batch).float().cpu())
+    return torch.cat(embeddings)
+
+
+@torch.no_grad()
+def imprint_class_centres(
+    cosface: CosFace, model: SiameseResNet18, crops: CropSet, device, preprocess
+) -> None:
+    """Start each identity's CosFace centre at its photos' mean embedding (weight imprinting,
+    Qi et al. 2018): random centres under a trained backbone give a loss of ~20 whose first
+    gradients would mostly undo what --init-from brought."""
+    embeddings = embed_crops(model, crops.crops, device, preprocess, batch_size=256)
+    labels = torch.from_numpy(crops.labels)
+    centres = torch.zeros_like(cosface.weight).cpu().index_add_(0, labels, embeddings)
+    cosface.weight.copy_(F.normalize(centres, dim=1).to(cosface.weight.device))
+
+
+@torch.no_grad()
 def evaluate(
     model: SiameseResNet18,
     pairs: ValidationPairs,
@@ -269,13 +296,7 @@ def evaluate(
     batch_size: int = 256,
 ) -> dict:
     """Scores the held-out identities' pairs with the head; picks the thresholds there."""
-    model.eval()
-    embeddings = []
-    for start in range(0, len(pairs.crops), batch_size):
-        batch = crops_to_tensor(list(pairs.crops[start : start + batch_size]), preprocess)
-        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        embeddings.append(model.embedding(batch).float().cpu())
-    emb = torch.cat(embeddings)
+    emb = embed_crops(model, pairs.crops, device, preprocess, batch_size)
     scores = []
     for start in range(0, len(pairs.a), 4096):
         a = pairs.a[start : start + 4096]
@@ -362,6 +383,8 @@ def main(args: argparse.Namespace) -> Path:
         model.load_state_dict(initial.state_dict())
         log.info("initialised from %s", args.init_from)
     cosface = CosFace(args.embedding_dim, len(train_crops.names)).to(device)
+    if args.init_from is not None:
+        imprint_class_centres(cosface, model, train_crops, device, preprocessor.config)
     # training-only: maps the embedding to the teacher's 128-D descriptor space
     distill_head = torch.nn.Linear(args.embedding_dim, TEACHER_DIM).to(device)
     params = [*model.parameters(), *cosface.parameters(), *distill_head.parameters()]
