@@ -42,3 +42,23 @@ def test_batched_scores_equal_one_by_one_scores() -> None:
     batched = scorer.score([crops[0], crops[0]], [crops[1], crops[2]])
     single = [scorer.score([crops[0]], [c])[0] for c in (crops[1], crops[2])]
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_the_scorer_folds_batchnorm_without_changing_scores_or_the_callers_model() -> None:
+    from model.checkpoint import SHIPPED_CHECKPOINT, load_checkpoint
+    from model.preprocess import crops_to_tensor
+
+    loaded = load_checkpoint(SHIPPED_CHECKPOINT)
+    preprocessor = Preprocessor()
+    crops = [
+        preprocessor.from_bytes(photo(name), "selfie").crop
+        for name in ("Colin_Powell_0001.jpg", "Colin_Powell_0002.jpg", "Tony_Blair_0001.jpg")
+    ]
+    scorer = PairScorer(loaded, device="cpu")
+    folded = sum(isinstance(m, torch.nn.BatchNorm2d) for m in scorer.model.backbone.modules())
+    assert folded == 0
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.model.modules())
+    with torch.no_grad():
+        batch = crops_to_tensor(crops, loaded.preprocess)
+        expected = loaded.model.eval()(batch[[0, 0]], batch[[1, 2]]).numpy()
+    np.testing.assert_allclose(scorer.score(crops[:1] * 2, crops[1:]), expected, atol=1e-5)
