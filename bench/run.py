@@ -24,8 +24,10 @@ from bench.inprocess import aligned_crops, decode_cost, model_rate, pipeline_rat
 from bench.load import run_load
 from bench.photos import PhotoPair, lfw_pairs, phone_pairs
 from bench.service import ServiceConfig, private_redis, running_service, scratch_dir
+from siamatch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = Settings()
 PARTS = ("decode", "floor", "service", "sweep", "dlib")
 # Issue 5's targets.
 TARGET_RATIO = 0.85
@@ -77,8 +79,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-batch-sizes", type=ints, default=[1, 8, 16, 32, 64])
     parser.add_argument("--concurrency", type=ints, default=[1, 4, 16, 64])
     parser.add_argument("--workers", type=int, default=1, help="worker processes of `serve`")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="service under test")
-    parser.add_argument("--max-batch-wait-ms", type=float, default=5.0, help="service under test")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=DEFAULTS.max_batch_size,
+        help="service under test (default: the service's own default)",
+    )
+    parser.add_argument(
+        "--max-batch-wait-ms",
+        type=float,
+        default=DEFAULTS.max_batch_wait_ms,
+        help="service under test (default: the service's own default)",
+    )
     parser.add_argument("--sweep-batch-sizes", type=ints, default=[4, 16, 32])
     parser.add_argument("--sweep-waits-ms", type=floats, default=[2.0, 10.0, 50.0])
     parser.add_argument("--sweep-concurrency", type=int, default=32)

@@ -69,9 +69,9 @@ def private_redis(workdir: Path) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    workers: int = 1
-    max_batch_size: int = 16
-    max_batch_wait_ms: float = 5.0
+    workers: int
+    max_batch_size: int
+    max_batch_wait_ms: float
     torch_threads: int = 0  # 0: cores / workers, as in production
 
     def label(self) -> str:

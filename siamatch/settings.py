@@ -108,7 +108,7 @@ class Settings:
         ),
     )
     max_batch_size: int = field(
-        default=16,
+        default=32,
         metadata=_setting(
             "SIAMATCH_MAX_BATCH_SIZE",
             "--max-batch-size",
