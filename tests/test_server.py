@@ -40,6 +40,7 @@ from worker.contract import (
     Outcome,
     Timings,
     Verification,
+    new_job_id,
     result_key,
 )
 
@@ -283,6 +284,14 @@ def test_cli_result_of_an_unfinished_job_exits_4(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 4 and "QUEUED" in done.stdout
+
+
+def test_job_ids_never_look_like_a_command_line_option() -> None:
+    """One URL-safe id in 64 used to start with "-", and `siamatch result -abc` then failed as
+    an unknown option (CI hit it)."""
+    ids = [new_job_id() for _ in range(5000)]
+    assert not any(job_id.startswith("-") for job_id in ids)
+    assert len(set(ids)) == len(ids) and all(len(job_id) == 32 for job_id in ids)
 
 
 def test_health_is_not_serving_while_redis_is_unreachable() -> None:

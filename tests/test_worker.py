@@ -102,6 +102,20 @@ def rq_job(connection: redis.Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
 
 
+def ended_job(connection: redis.Redis, job_id: str, timeout_s: float = 5.0) -> Job:
+    """The RQ job once its status has left STARTED: the worker stores the Outcome first and
+    ends the RQ job a moment later (before it PUBLISHes), so a poller of the result key can
+    see the Outcome while RQ still says started."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = rq_job(connection, job_id)
+        if job.get_status() not in (JobStatus.QUEUED, JobStatus.STARTED):
+            return job
+        if time.monotonic() > deadline:
+            return job
+        time.sleep(0.02)
+
+
 def flat_png() -> bytes:
     """A valid image with no face in it."""
     buffer = io.BytesIO()
@@ -203,7 +217,7 @@ class TestServing:
             assert result.timings.preprocess_ms > 0 and result.timings.queue_wait_ms >= 0
             # The job ended: its images are gone, RQ says finished and holds the same Outcome.
             assert conn.exists(*(image_key(job_id, side) for side in IMAGE_SIDES)) == 0
-            job = rq_job(conn, job_id)
+            job = ended_job(conn, job_id)
             assert job.get_status() == JobStatus.FINISHED
             assert job.return_value() == json.loads(outcome.to_json())
         assert outcomes[same].client_request_id == "req-same"
@@ -244,10 +258,10 @@ class TestServing:
         assert failed.failure.reason == "NO_FACE" and failed.failure.image == "selfie"
         assert failed.result is None
         # A face-less photo is an answer, not a service failure (see worker/batcher.py).
-        assert rq_job(conn, no_face).get_status() == JobStatus.FINISHED
+        assert ended_job(conn, no_face).get_status() == JobStatus.FINISHED
         cancelled = wait_outcome(conn, gone)
         assert cancelled.failure.reason == "CANCELLED"
-        assert rq_job(conn, gone).get_status() == JobStatus.FAILED
+        assert ended_job(conn, gone).get_status() == JobStatus.FAILED
         assert conn.exists(*(image_key(no_face, side) for side in IMAGE_SIDES)) == 0
 
 

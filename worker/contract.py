@@ -24,8 +24,12 @@ CLIENT_REQUEST_ID_MAX = 128
 
 
 def new_job_id() -> str:
-    """192 random bits, URL-safe: unguessable, so a job id is its own read capability."""
-    return secrets.token_urlsafe(24)
+    """192 random bits, URL-safe: unguessable, so a job id is its own read capability.
+
+    Never starts with "-": `siamatch result -abc` would read the id as an option."""
+    while (job_id := secrets.token_urlsafe(24)).startswith("-"):
+        pass
+    return job_id
 
 
 def image_key(job_id: str, side: str) -> str:
