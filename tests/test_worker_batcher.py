@@ -84,6 +84,25 @@ def test_claim_fills_up_to_the_batch_size(redis_conn):
     assert batcher.claim(block_s=0.1) == []
 
 
+def test_a_job_arriving_within_the_fill_window_joins_the_batch(redis_conn):
+    """The window is polled (a Redis BLMOVE with a millisecond timeout returns on Redis's
+    100 ms tick instead), so a job pushed a few ms after the first still rides along."""
+    first = enqueue_pair(redis_conn, *IMAGES)
+    late: list[str] = []
+    pusher = threading.Timer(0.02, lambda: late.append(enqueue_pair(redis_conn, *IMAGES)))
+    batcher = batcher_for(redis_conn, max_batch_size=4, max_batch_wait_ms=500)
+    pusher.start()
+    claims = batcher.claim(block_s=1)
+    pusher.join()
+    assert [c.job.id for c in claims] == [first, *late]
+
+
+def test_no_fill_wait_takes_only_what_is_queued(redis_conn):
+    job_ids = [enqueue_pair(redis_conn, *IMAGES) for _ in range(3)]
+    batcher = batcher_for(redis_conn, max_batch_size=8, max_batch_wait_ms=0)
+    assert [c.job.id for c in batcher.claim(block_s=1)] == job_ids
+
+
 def test_model_error_retries_singly_then_fails_processing_error(redis_conn):
     good = enqueue_pair(redis_conn, *IMAGES)
     poison = enqueue_pair(redis_conn, *IMAGES, max_attempts=2)
