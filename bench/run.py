@@ -92,8 +92,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="service under test (default: the service's own default)",
     )
     parser.add_argument("--sweep-batch-sizes", type=ints, default=[4, 16, 32])
-    parser.add_argument("--sweep-waits-ms", type=floats, default=[2.0, 10.0, 50.0])
-    parser.add_argument("--sweep-concurrency", type=int, default=32)
+    parser.add_argument("--sweep-waits-ms", type=floats, default=[0.0, 2.0, 10.0])
+    parser.add_argument("--sweep-concurrency", type=int, default=16)
     parser.add_argument("--sweep-set", default="lfw", help="photo set of the batching sweep")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to skip: {PARTS}")
     return parser
