@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev
 
-.PHONY: install install-baseline demo test lint protos clean
+.PHONY: install install-baseline redis demo test lint protos clean
 
 $(PY):
 	@if command -v uv >/dev/null 2>&1; then uv venv $(VENV); else python3 -m venv $(VENV); fi
@@ -23,10 +23,22 @@ $(STAMP): $(PY) pyproject.toml setup.py $(wildcard protos/siamatch/v1/*.proto)
 install-baseline:
 	$(MAKE) install EXTRAS=dev,baseline
 
-demo: install
+# redis-server: the tests and `siamatch serve` start private ones when none answers. Installed
+# from Debian/Ubuntu packages when missing (as root, or through sudo); elsewhere, say so.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    echo "redis-server is missing: installing it with apt-get"; \
+	    $$sudo apt-get update -qq && $$sudo apt-get install -y -qq redis-server; \
+	  else \
+	    echo "redis-server is missing: install Redis (e.g. brew install redis), then re-run"; exit 1; \
+	  fi; }
+
+demo: install redis
 	$(PY) -m siamatch.demo
 
-test: install
+test: install redis
 	$(PY) -m pytest -q
 
 lint: install
