@@ -130,7 +130,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"worker-{index}", [sys.executable, "-m", "worker.main"], worker_env, restart=True
             )
         asyncio.run(_serve_supervised(settings, supervisor))
-        log.info("stopping workers and Redis")
+        owned = ", ".join(child.name for child in supervisor.children)
+        log.info("stopping what serve started: %s", owned or "nothing")
     return EXIT_OK
 
 
