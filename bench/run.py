@@ -148,9 +148,11 @@ def main(args: argparse.Namespace) -> dict:
         if "service" not in skip:
             for name, pairs in photo_sets.items():
                 runs, latencies[name] = [], {}
-                with running_service(service_config, redis_url, pairs[0], log) as address:
+                with running_service(service_config, redis_url, pairs[0], log) as served:
                     for concurrency in args.concurrency:
-                        result = run_load(address, pairs, concurrency, args.duration_s, warmup_s)
+                        result = run_load(
+                            served.address, pairs, concurrency, args.duration_s, warmup_s
+                        )
                         runs.append(result.summary())
                         latencies[name][concurrency] = result.latencies_ms
                         say(f"service {name} x{concurrency}", runs[-1])
@@ -160,9 +162,13 @@ def main(args: argparse.Namespace) -> dict:
             for size in args.sweep_batch_sizes:
                 for wait_ms in args.sweep_waits_ms:
                     config = ServiceConfig(args.workers, size, wait_ms)
-                    with running_service(config, redis_url, pairs[0], log) as address:
+                    with running_service(config, redis_url, pairs[0], log) as served:
                         result = run_load(
-                            address, pairs, args.sweep_concurrency, args.duration_s, warmup_s
+                            served.address,
+                            pairs,
+                            args.sweep_concurrency,
+                            args.duration_s,
+                            warmup_s,
                         )
                     row = {"max_batch_size": size, "max_batch_wait_ms": wait_ms, **result.summary()}
                     report["sweep"].append(row)

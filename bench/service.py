@@ -78,12 +78,18 @@ class ServiceConfig:
         return f"batch<={self.max_batch_size}, wait<={self.max_batch_wait_ms:g} ms"
 
 
+@dataclass(frozen=True)
+class Served:
+    address: str
+    pid: int  # of `siamatch serve`; its workers are its children
+
+
 @contextmanager
 def running_service(
     config: ServiceConfig, redis_url: str, warmup: PhotoPair, log: IO[bytes]
-) -> Iterator[str]:
-    """`siamatch serve` on a free port against `redis_url` (flushed first); yields the address
-    once a real pair has been verified (the workers have loaded the model)."""
+) -> Iterator[Served]:
+    """`siamatch serve` on a free port against `redis_url` (flushed first); yields it once a
+    real pair has been verified (the workers have loaded the model)."""
     redis.Redis.from_url(redis_url).flushdb()
     address = f"{LOOPBACK}:{free_port()}"
     argv = [sys.executable, "-m", "siamatch.cli", "serve",
@@ -96,7 +102,7 @@ def running_service(
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_ready(process, address, warmup)
-        yield address
+        yield Served(address, process.pid)
     finally:
         _stop(process)
 
