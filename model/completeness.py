@@ -5,7 +5,11 @@ so each check costs a small fraction of decoding the pixels (issue 4, kind 6): a
 corrupt upload is refused there, naming the image, instead of reaching a worker. Pillow on its
 own would either grey-fill a truncated image or fail only when the worker decodes it.
 
-- JPEG/MPO: decode at 1/8 scale (DCT scaling reads every entropy-coded byte, a few ms at 12 MP).
+- JPEG/MPO: walk the marker segments and every scan to the end-of-image marker (a truncated
+  upload has none). The scans are skipped with a C-speed search for the next marker, ~1 ms at
+  12 MP where a 1/8-scale decode cost 26 ms, a fifth of what the worker spends on the pair.
+  Damage inside the entropy-coded data is left to the worker's decode: an UNDECODABLE_IMAGE
+  result, or pixels that libjpeg repaired (it warns, it does not fail, at any scale).
 - PNG: walk the chunks (lengths, CRCs, IHDR first, IEND present) and inflate the IDAT stream
   without keeping the output, proving it holds exactly the bytes the header's size implies.
 - WebP: the RIFF size and the chunk lengths fit the data. HEIF: the top-level boxes fit.
@@ -15,6 +19,7 @@ own would either grey-fill a truncated image or fail only when the worker decode
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -49,15 +54,52 @@ def prove_complete(data: bytes, image_format: str, image: str) -> None:
 
 
 def _jpeg(data: bytes, image: str) -> None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
-                img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
-                img.load()
-    except Exception as exc:  # noqa: BLE001 - truncated/corrupt data surfaces as many types
-        detail = "" if "truncated" in str(exc) else f" ({exc})"  # Pillow's wording confuses
-        raise UndecodableImage(image, f"JPEG data is truncated or corrupt{detail}") from None
+    def truncated(why: str) -> UndecodableImage:
+        return UndecodableImage(image, f"JPEG data is truncated ({why})")
+
+    def corrupt(why: str) -> UndecodableImage:
+        return UndecodableImage(image, f"JPEG data is corrupt ({why})")
+
+    if not data.startswith(b"\xff\xd8"):
+        raise corrupt("no start-of-image marker")
+    size, pos = len(data), 2
+    has_frame = False
+    while True:
+        while pos + 1 < size and data[pos] == 0xFF and data[pos + 1] == 0xFF:
+            pos += 1  # fill bytes may precede any marker
+        if pos + 2 > size:
+            raise truncated("it ends before its end-of-image marker")
+        if data[pos] != 0xFF:  # extraneous bytes: libjpeg skips to the next marker, so do we
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                raise truncated("it ends before its end-of-image marker")
+            continue
+        marker = data[pos + 1]
+        pos += 2
+        if marker == _JPEG_EOI:
+            if not has_frame:
+                raise corrupt("no frame header or no scan before the end-of-image marker")
+            return
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker == _JPEG_SOI:
+            raise corrupt(f"a second start-of-image marker at byte {pos - 2:,}")
+        if pos + 2 > size:
+            raise truncated("it ends inside a segment header")
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        if length < 2 or pos + length > size:
+            raise truncated(f"segment 0x{marker:02X} at byte {pos - 2:,} runs past the end")
+        if marker in _JPEG_SOF:
+            has_frame = True
+        if marker != _JPEG_SOS:
+            pos += length
+            continue
+        if not has_frame:
+            raise corrupt("a scan before the frame header")
+        end_of_scan = _JPEG_MARKER_AFTER_SCAN.search(data, pos + length)
+        if end_of_scan is None:
+            raise truncated("its last scan runs to the end without an end-of-image marker")
+        pos = end_of_scan.start()
 
 
 def _png(data: bytes, image: str) -> None:
@@ -235,6 +277,14 @@ def _tiff(data: bytes, image: str) -> None:
         if start + count > len(data):
             raise UndecodableImage(image, "TIFF data is truncated (a strip runs past the end)")
 
+
+# JPEG markers (ITU T.81, table B.1).
+_JPEG_SOI, _JPEG_EOI, _JPEG_SOS = 0xD8, 0xD9, 0xDA
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # DHT, JPG, DAC are not frames
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
+# Where a scan's entropy-coded data ends: 0xFF followed by anything but a stuffed 0x00, a
+# restart marker or another fill 0xFF.
+_JPEG_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 _CHECKS: dict[str, Callable[[bytes, str], None]] = {
     "JPEG": _jpeg,

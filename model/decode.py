@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import simplejpeg
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from model.completeness import prove_complete
@@ -41,6 +42,7 @@ except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
 Image.MAX_IMAGE_PIXELS = None
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "TIFF", "BMP", "MPO")
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG followed by more JPEGs (we read the first)
 # Transparent pixels are flattened onto this colour (documented in the README).
 ALPHA_BACKGROUND = (255, 255, 255)
 # EXIF orientation → the transpose that makes the pixels upright (EXIF 2.32, tag 0x0112).
@@ -122,10 +124,11 @@ def read_header(data: bytes, image: str, limits: DecodeLimits) -> ImageHeader:
 def validate_image(data: bytes, image: str, limits: DecodeLimits) -> ImageHeader:
     """The edge check: header limits plus proof that the data is complete, without a full decode.
 
-    Cheap enough to run on every request (see model.completeness): a JPEG is decoded at 1/8
-    scale, a PNG's compressed stream is inflated and counted but never stored, other formats get
-    structural checks. What passes here may still fail the worker's full decode (e.g. a corrupt
-    HEVC payload); that reaches the caller as an UNDECODABLE_IMAGE result, never a crash.
+    Cheap enough to run on every request (see model.completeness): a JPEG's segments and scans
+    are walked to its end-of-image marker, a PNG's compressed stream is inflated and counted but
+    never stored, other formats get structural checks. What passes here may still fail the
+    worker's decode (a JPEG cut and re-closed, a corrupt HEVC payload); that reaches the caller
+    as an UNDECODABLE_IMAGE result, never a crash and never a grey-filled picture scored.
     """
     header = read_header(data, image, limits)
     prove_complete(data, header.format, image)
@@ -137,23 +140,24 @@ def decode_rgb(
 ) -> np.ndarray:
     """Decode to an upright HxWx3 uint8 RGB array.
 
-    `max_side` lets large images decode at reduced size: JPEGs by DCT scaling (Pillow's draft
-    mode, a fraction of a full decode's cost), others by a box-filter reduction after decoding.
+    `max_side` lets large images decode at reduced size: JPEGs by DCT scaling (a fraction of a
+    full decode's cost), others by a box-filter reduction after decoding.
     The result keeps at least `max_side` pixels on its longer side whenever the source has them.
     """
     header = read_header(data, image, limits)
     try:
         with _quiet():
             img = Image.open(io.BytesIO(data))
-            if max_side and header.format in ("JPEG", "MPO"):
-                scale = max(img.width, img.height) / max_side
-                if scale >= 2:
-                    img.draft(
-                        img.mode, (math.ceil(img.width / scale), math.ceil(img.height / scale))
-                    )
-            img.load()
-            orientation = _orientation(img)
-            rgb = _to_rgb(img, image)
+            orientation = _orientation(img)  # from the header: nothing decoded yet
+            rgb = _jpeg_rgb(data, image, img, max_side) if header.format in JPEG_FORMATS else None
+            if rgb is None:
+                if max_side and header.format in JPEG_FORMATS:
+                    scale = max(img.width, img.height) / max_side
+                    if scale >= 2:
+                        size = (math.ceil(img.width / scale), math.ceil(img.height / scale))
+                        img.draft(img.mode, size)
+                img.load()
+                rgb = _to_rgb(img, image)
             if max_side:
                 factor = max(rgb.width, rgb.height) // max_side
                 if factor >= 2:
@@ -168,6 +172,44 @@ def decode_rgb(
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise UndecodableImage(image, f"decoded to an unexpected array {pixels.shape}")
     return pixels
+
+
+def _jpeg_rgb(
+    data: bytes, image: str, img: Image.Image, max_side: int | None
+) -> Image.Image | None:
+    """A YCbCr/grey/RGB JPEG decoded by libjpeg-turbo (simplejpeg) with its warnings heard.
+
+    Pillow decodes through libjpeg too but drops its warnings: a JPEG cut short and closed with
+    an end-of-image marker decodes with the missing rows filled grey, and would be scored. Here
+    a warning that means lost pixels (premature end, corrupt entropy data) refuses the image;
+    a harmless one (extraneous bytes between segments, common in camera files) sends the
+    image to Pillow, as do CMYK/YCCK JPEGs (Pillow converts those with the Adobe conventions,
+    `_to_rgb`): None. DCT scaling gives the reduced size, as Pillow's draft mode does.
+    """
+    try:
+        _, _, colorspace, _ = simplejpeg.decode_jpeg_header(data, strict=False)
+    except ValueError as exc:
+        raise UndecodableImage(image, f"JPEG header cannot be read ({exc})") from None
+    if colorspace not in ("YCbCr", "Gray", "RGB"):
+        return None
+    size: dict[str, int] = {}
+    if max_side:
+        scale = max(img.width, img.height) / max_side
+        if scale >= 2:
+            size = {
+                "min_width": math.ceil(img.width / scale),
+                "min_height": math.ceil(img.height / scale),
+            }
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **size)
+    except ValueError as exc:
+        message = str(exc)
+        lowered = message.lower()
+        if ("premature end" in lowered or "corrupt" in lowered) and "extraneous" not in lowered:
+            reason = f"JPEG data is truncated or corrupt ({message})"
+            raise UndecodableImage(image, reason) from None
+        return None  # harmless to the pixels, or beyond simplejpeg: Pillow decodes it
+    return Image.fromarray(pixels)
 
 
 class _quiet(warnings.catch_warnings):

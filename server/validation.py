@@ -30,8 +30,9 @@ class PairRequest:
 async def validate_request(request: pb.VerifyPairRequest, settings: Settings) -> PairRequest:
     """Check a VerifyPairRequest; raise InvalidRequest naming the first problem found.
 
-    The image check (model.decode.validate_image) decodes JPEGs at 1/8 scale to prove they are
-    complete, so it runs in a thread: the event loop keeps serving other calls meanwhile.
+    The image check (model.decode.validate_image) walks each file's structure (and inflates a
+    PNG's stream) to prove it complete, so it runs in a thread: the event loop keeps serving
+    other calls meanwhile.
     """
     threshold = request.threshold if request.HasField("threshold") else None
     if threshold is not None and not (0.0 <= threshold <= 1.0):  # NaN fails both comparisons

@@ -352,6 +352,45 @@ def test_refused_at_the_edge_naming_the_image(case: str) -> None:
         decode_rgb(data, "id_document", LIMITS)
 
 
+def test_jpeg_cut_and_reclosed_passes_the_edge_but_is_never_grey_filled() -> None:
+    """Cut in its scan data, then given an end-of-image marker: structurally whole (the edge
+    cannot tell without decoding), but the decoder hears libjpeg's warning and refuses."""
+    whole = encode(fixture_image(), "JPEG")
+    reclosed = whole[: len(whole) // 2] + b"\xff\xd9"
+    validate_image(reclosed, "selfie", LIMITS)
+    for max_side in (None, 64):
+        with pytest.raises(UndecodableImage, match="truncated or corrupt"):
+            decode_rgb(reclosed, "selfie", LIMITS, max_side=max_side)
+
+
+def test_jpeg_with_extraneous_bytes_between_segments_still_decodes() -> None:
+    """Camera firmware sometimes pads between segments; libjpeg warns, the pixels are whole."""
+    whole = encode(fixture_image(), "JPEG")
+    at = whole.index(b"\xff\xda")  # before the scan
+    padded = whole[:at] + b"\x00\x00\x00" + whole[at:]
+    validate_image(padded, "selfie", LIMITS)
+    assert np.array_equal(decode_rgb(padded, "selfie", LIMITS), decode_rgb(whole, "x", LIMITS))
+
+
+def _cut_in_a_later_table(jpeg: bytes) -> bytes:
+    """A progressive JPEG cut inside a Huffman table that follows its first scan (Pillow's
+    header reader stops at the first scan, so only our walk sees it)."""
+    later_table = jpeg.index(b"\xff\xc4", jpeg.index(b"\xff\xda"))
+    return jpeg[: later_table + 8]
+
+
+@pytest.mark.parametrize(
+    "case, broken, reason",
+    [
+        ("second SOI", lambda j: j[:2] + b"\xff\xd8" + j[2:], "second start-of-image"),
+        ("table after a scan cut short", _cut_in_a_later_table, "runs past the end"),
+    ],
+)
+def test_jpeg_structure_errors_are_named(case: str, broken, reason: str) -> None:
+    with pytest.raises(UndecodableImage, match=reason):
+        validate_image(broken(encode(fixture_image(), "JPEG", progressive=True)), "selfie", LIMITS)
+
+
 def test_png_with_garbage_after_iend_is_still_accepted() -> None:
     data = encode(fixture_image(), "PNG") + b"\0" * 64
     validate_image(data, "selfie", LIMITS)

@@ -112,6 +112,20 @@ def test_photo_without_a_face_is_no_face_naming_the_image(client: FaceVerificati
     assert state.state == pb.FAILED and state.failure.reason == pb.NO_FACE
 
 
+def test_a_jpeg_cut_and_reclosed_is_undecodable_not_grey_filled(
+    client: FaceVerificationClient,
+) -> None:
+    """The edge's structural check sees an end-of-image marker and lets it through; the worker's
+    decoder hears libjpeg's "premature end" and refuses it, naming the image."""
+    whole = photo("Tony_Blair_0001.jpg")
+    reclosed = whole[: len(whole) // 2] + b"\xff\xd9"
+    reply = client.verify(photo("George_W_Bush_0001.jpg"), reclosed)
+    assert reply.WhichOneof("outcome") == "failure"
+    assert reply.failure.reason == pb.UNDECODABLE_IMAGE
+    assert reply.failure.image == "id_document"
+    assert "truncated or corrupt" in reply.failure.message
+
+
 def test_concurrent_calls_each_get_their_own_result(client: FaceVerificationClient) -> None:
     pairs = [
         ("George_W_Bush_0001.jpg", "George_W_Bush_0002.jpg"),
