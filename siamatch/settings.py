@@ -121,7 +121,8 @@ class Settings:
         metadata=_setting(
             "SIAMATCH_MAX_BATCH_WAIT_MS",
             "--max-batch-wait-ms",
-            "Longest a worker waits for more pairs once it holds one.",
+            "Longest a worker waits for more pairs once it holds one (not after a batch of one "
+            "with nothing queued: a lone caller never waits).",
             ("serve", "worker"),
         ),
     )

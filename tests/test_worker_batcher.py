@@ -97,6 +97,26 @@ def test_a_job_arriving_within_the_fill_window_joins_the_batch(redis_conn):
     assert [c.job.id for c in claims] == [first, *late]
 
 
+def test_after_a_lone_pair_a_lone_job_runs_without_waiting_the_window(redis_conn):
+    """Sparse traffic (one caller): no fill wait. A burst (ids queued together) waits again."""
+    batcher = batcher_for(redis_conn, max_batch_size=4, max_batch_wait_ms=500)
+    first = enqueue_pair(redis_conn, *IMAGES)
+    assert [c.job.id for c in batcher.claim(block_s=1)] == [first]  # waited its 500 ms
+    second = enqueue_pair(redis_conn, *IMAGES)
+    started = time.monotonic()
+    assert [c.job.id for c in batcher.claim(block_s=1)] == [second]
+    assert time.monotonic() - started < 0.25  # did not sit out the 500 ms window
+    burst = [enqueue_pair(redis_conn, *IMAGES) for _ in range(2)]
+    assert [c.job.id for c in batcher.claim(block_s=1)] == burst
+    third = enqueue_pair(redis_conn, *IMAGES)
+    late: list[str] = []
+    pusher = threading.Timer(0.05, lambda: late.append(enqueue_pair(redis_conn, *IMAGES)))
+    pusher.start()
+    claims = batcher.claim(block_s=1)  # after a batch of two, the window is open again
+    pusher.join()
+    assert [c.job.id for c in claims] == [third, *late]
+
+
 def test_no_fill_wait_takes_only_what_is_queued(redis_conn):
     job_ids = [enqueue_pair(redis_conn, *IMAGES) for _ in range(3)]
     batcher = batcher_for(redis_conn, max_batch_size=8, max_batch_wait_ms=0)
