@@ -30,34 +30,13 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.nd
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     # Downscaling by more than 2x with bilinear sampling aliases: pre-blur with INTER_AREA.
     if scale < 0.5:
-        rgb, matrix = _shrink_around_crop(rgb, matrix, size, factor=1.0 / scale / 1.5)
+        factor = 1.0 / scale / 1.5
+        h, w = rgb.shape[:2]
+        rgb = cv2.resize(
+            rgb, (max(1, int(w / factor)), max(1, int(h / factor))), interpolation=cv2.INTER_AREA
+        )
+        matrix = matrix.copy()
+        matrix[:, :2] *= factor
     return cv2.warpAffine(
         rgb, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
-
-
-def _shrink_around_crop(
-    rgb: np.ndarray, matrix: np.ndarray, size: int, factor: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink by `factor` only the part of the photo the crop samples (plus a margin), and
-    the matrix with it. Shrinking the whole frame of a phone photo cost a tenth of a worker's
-    time; the face is a small part of it. Where the crop overhangs the photo, the region is
-    clipped at the photo's edge, so border replication sees the same edge pixels as before."""
-    h, w = rgb.shape[:2]
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
-    source = corners @ cv2.invertAffineTransform(matrix).T.astype(np.float64)
-    margin = 2.0 * factor
-    x0 = int(np.clip(np.floor(source[:, 0].min() - margin), 0, w - 1))
-    y0 = int(np.clip(np.floor(source[:, 1].min() - margin), 0, h - 1))
-    x1 = int(np.clip(np.ceil(source[:, 0].max() + margin), x0 + 1, w))
-    y1 = int(np.clip(np.ceil(source[:, 1].max() + margin), y0 + 1, h))
-    region_w, region_h = x1 - x0, y1 - y0
-    small_w, small_h = max(1, int(region_w / factor)), max(1, int(region_h / factor))
-    small = cv2.resize(rgb[y0:y1, x0:x1], (small_w, small_h), interpolation=cv2.INTER_AREA)
-    # source = (x0, y0) + diag(fx, fy) @ small  =>  fold both into the matrix
-    fx, fy = region_w / small_w, region_h / small_h
-    shrunk = matrix.astype(np.float64).copy()
-    shrunk[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
-    shrunk[:, 0] *= fx
-    shrunk[:, 1] *= fy
-    return small, shrunk
