@@ -149,13 +149,12 @@ def decode_rgb(
         with _quiet():
             img = Image.open(io.BytesIO(data))
             orientation = _orientation(img)  # from the header: nothing decoded yet
-            rgb = _jpeg_rgb(data, image, img, max_side) if header.format in JPEG_FORMATS else None
+            is_jpeg = header.format in JPEG_FORMATS
+            reduced = _dct_reduced_size(header, max_side) if is_jpeg else None
+            rgb = _jpeg_rgb(data, image, reduced) if is_jpeg else None
             if rgb is None:
-                if max_side and header.format in JPEG_FORMATS:
-                    scale = max(img.width, img.height) / max_side
-                    if scale >= 2:
-                        size = (math.ceil(img.width / scale), math.ceil(img.height / scale))
-                        img.draft(img.mode, size)
+                if reduced is not None:
+                    img.draft(img.mode, reduced)
                 img.load()
                 rgb = _to_rgb(img, image)
             if max_side:
@@ -174,9 +173,18 @@ def decode_rgb(
     return pixels
 
 
-def _jpeg_rgb(
-    data: bytes, image: str, img: Image.Image, max_side: int | None
-) -> Image.Image | None:
+def _dct_reduced_size(header: ImageHeader, max_side: int | None) -> tuple[int, int] | None:
+    """The smallest size a JPEG may decode at by DCT scaling and keep `max_side` pixels on its
+    longer side; None when not worth it (under 2x)."""
+    if not max_side:
+        return None
+    scale = max(header.width, header.height) / max_side
+    if scale < 2:
+        return None
+    return math.ceil(header.width / scale), math.ceil(header.height / scale)
+
+
+def _jpeg_rgb(data: bytes, image: str, reduced: tuple[int, int] | None) -> Image.Image | None:
     """A YCbCr/grey/RGB JPEG decoded by libjpeg-turbo (simplejpeg) with its warnings heard.
 
     Pillow decodes through libjpeg too but drops its warnings: a JPEG cut short and closed with
@@ -192,14 +200,7 @@ def _jpeg_rgb(
         raise UndecodableImage(image, f"JPEG header cannot be read ({exc})") from None
     if colorspace not in ("YCbCr", "Gray", "RGB"):
         return None
-    size: dict[str, int] = {}
-    if max_side:
-        scale = max(img.width, img.height) / max_side
-        if scale >= 2:
-            size = {
-                "min_width": math.ceil(img.width / scale),
-                "min_height": math.ceil(img.height / scale),
-            }
+    size = {"min_width": reduced[0], "min_height": reduced[1]} if reduced else {}
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **size)
     except ValueError as exc:

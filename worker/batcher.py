@@ -188,8 +188,7 @@ class Batcher:
             return []
         job_ids = [first.decode()]
         limit = self.settings.max_batch_size
-        wait_s = self.settings.max_batch_wait_ms / 1000.0
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + self.settings.max_batch_wait_ms / 1000.0
         while len(job_ids) < limit:
             moved = self._move_ids(keys=[source, target], args=[limit - len(job_ids)])
             job_ids += [raw.decode() for raw in moved]
